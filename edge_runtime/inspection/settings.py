@@ -1,0 +1,117 @@
+"""Inspection settings of one product line: what a line profile says about scoring.
+
+The station's TOML profile and `musc-edge eval` both build an
+`InspectionSettings`; every check of those values lives here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+MODALITIES = ("2d", "3d")
+
+# The TOML sections of a line profile that map onto settings fields.
+_SECTIONS = ("line", "encoders", "scoring", "pointcloud", "threshold", "output")
+
+
+@dataclass(frozen=True)
+class InspectionSettings:
+    """How one product line is scored.
+
+    modalities: which sensors the line needs, a subset of ("2d", "3d").
+    encoder_2d / encoder_3d: a manifest path, or "default" (EfficientNet-Lite0,
+    exported on first use) / "fpfh" (weight-free 3D descriptors).
+    window: N, the rolling window of recent parts; min_window: below it
+    verdicts are inconclusive (mutual scoring needs >= 5 references).
+    decision_delay: later parts a verdict waits for (0 = decide on arrival).
+    threshold: the [threshold] table, read by calibration.thresholds.
+    """
+
+    modalities: tuple[str, ...] = ("2d", "3d")
+    allow_partial: bool = True
+    encoder_2d: str = "default"
+    encoder_3d: str = "fpfh"
+    image_size: int = 224
+    r_list: tuple[int, ...] = (1, 3, 5)
+    pooling_3d: str = "channel"
+    window: int = 64
+    min_window: int = 8
+    decision_delay: int = 0
+    interval: float = 0.3
+    k_list: tuple[int, ...] = (1, 7)
+    groups: int = 1024
+    group_size: int = 64
+    remove_plane: bool = True
+    plane_distance: float = 0.005
+    clean: bool = True
+    calibration: str | None = None
+    threshold: dict = field(default_factory=lambda: {"policy": "mad", "k": 6.0})
+    map_output: bool = False
+    map_sigma: float = 4.0
+
+    def __post_init__(self) -> None:
+        mods = tuple(self.modalities)
+        if not mods or any(m not in MODALITIES for m in mods) or len(set(mods)) != len(mods):
+            raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {mods!r}")
+        object.__setattr__(self, "modalities", tuple(m for m in MODALITIES if m in mods))
+        object.__setattr__(self, "r_list", tuple(int(r) for r in self.r_list))
+        object.__setattr__(self, "k_list", tuple(int(k) for k in self.k_list))
+        if self.image_size < 16 or self.image_size % 8:
+            raise ValueError(f"image_size must be a multiple of 8 and >= 16, got {self.image_size}")
+        if not self.r_list or any(r < 1 or r % 2 == 0 for r in self.r_list):
+            raise ValueError(f"r_list must hold odd degrees >= 1, got {self.r_list}")
+        if self.pooling_3d not in ("channel", "reference"):
+            raise ValueError(f"pooling_3d must be 'channel' or 'reference', got {self.pooling_3d!r}")
+        if self.min_window < 5:
+            raise ValueError(f"min_window must be >= 5 (mutual scoring needs 5 references), got {self.min_window}")
+        if self.window < self.min_window:
+            raise ValueError(f"window ({self.window}) must be >= min_window ({self.min_window})")
+        if self.decision_delay < 0 or self.decision_delay >= self.window:
+            raise ValueError(f"decision_delay must be in [0, window), got {self.decision_delay}")
+        if not 0.0 < self.interval <= 1.0:
+            raise ValueError(f"interval must be in (0, 1], got {self.interval}")
+        if not self.k_list or any(k < 1 for k in self.k_list):
+            raise ValueError(f"k_list must hold positive neighbour counts, got {self.k_list}")
+        if self.groups < 8 or self.group_size < 8:
+            raise ValueError(f"groups and group_size must be >= 8, got {self.groups}, {self.group_size}")
+        if self.plane_distance <= 0:
+            raise ValueError(f"plane_distance must be > 0 metres, got {self.plane_distance}")
+        if "policy" not in self.threshold:
+            raise ValueError("threshold table needs a 'policy' key")
+
+    @classmethod
+    def from_profile(cls, profile: dict) -> "InspectionSettings":
+        """Build from a parsed line profile: sections [line], [encoders], [scoring],
+        [pointcloud], [threshold], [output]. Unknown keys are an error naming them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        renames = {("encoders", "rgb"): "encoder_2d", ("encoders", "xyz"): "encoder_3d",
+                   ("output", "map"): "map_output"}
+        values: dict = {}
+        unknown = []
+        for section, table in profile.items():
+            if section not in _SECTIONS:
+                continue  # other sections (e.g. [stream]) belong to the station
+            if section == "threshold":
+                values["threshold"] = dict(table)
+                continue
+            for key, value in table.items():
+                name = renames.get((section, key), key)
+                if name in ("name",) and section == "line":
+                    continue
+                if name not in known:
+                    unknown.append(f"[{section}] {key}")
+                    continue
+                values[name] = tuple(value) if isinstance(value, list) else value
+        if unknown:
+            raise ValueError("unknown profile keys: " + ", ".join(unknown))
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def digest(self) -> str:
+        """Short, stable digest of these settings (the verdict's `profile` field)."""
+        canon = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canon.encode()).hexdigest()[:16]

@@ -1,0 +1,121 @@
+"""Cross-modal anomaly enhancement (CAE) for 2D+3D mutual scoring.
+
+A defect that shows in one modality should raise the score of the same place in
+the other. Each 2D patch borrows the per-reference distances of the 3D centres
+inside it, each centre those of its patch; rank replacement puts the borrowed
+values on the other modality's scale, and a confidence from how much the
+borrowed rows vary tempers the enhancement.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from edge_runtime.scoring._checks import as_float_array, check_interval
+from edge_runtime.scoring.mutual import (
+    DEFAULT_BUDGET,
+    _check_features,
+    interval_mean,
+    pairwise_min_distances,
+    references_only,
+)
+
+
+def rank_replace(src: np.ndarray, tgt: np.ndarray) -> np.ndarray:
+    """The element of ``tgt`` with the t-th smallest value receives the t-th smallest value of ``src``.
+
+    src, tgt : 1-D arrays of equal length. Ties are ranked by position (stable).
+    Returns a new float32 array shaped like ``tgt``.
+    """
+    if src.shape != tgt.shape or src.ndim != 1:
+        raise ValueError(f"rank_replace needs two 1-D arrays of equal length, got {src.shape} and {tgt.shape}")
+    out = np.empty(tgt.shape, dtype=np.float32)
+    out[np.argsort(tgt, kind="stable")] = np.sort(src, kind="stable")
+    return out
+
+
+def patch_members(point2patch: np.ndarray, n_patches: int) -> np.ndarray:
+    """(G,) patch index per centre -> (P, G) float32 averaging matrix (rows sum to 1, or 0 when empty)."""
+    m = np.zeros((n_patches, point2patch.shape[0]), dtype=np.float32)
+    m[point2patch, np.arange(point2patch.shape[0])] = 1.0
+    counts = m.sum(axis=1, keepdims=True)
+    return np.divide(m, counts, out=np.zeros_like(m), where=counts > 0)
+
+
+def enhance(o2: np.ndarray, o3: np.ndarray, point2patch: np.ndarray, interval: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    """CAE scores of one sample from its per-reference minimum distances.
+
+    Parameters
+    ----------
+    o2 : (P, R) float, per-reference minimum distances of the 2D patches.
+    o3 : (G, R) float, the same for the 3D centres (same reference order).
+    point2patch : (G,) int, the 2D patch holding each centre.
+    interval : fraction of the R references averaged.
+
+    Returns
+    -------
+    s2 (P,) float32, s3 (G,) float32.
+    """
+    o2 = np.asarray(o2, dtype=np.float32)
+    o3 = np.asarray(o3, dtype=np.float32)
+    p, r = o2.shape
+    members = patch_members(point2patch, p)
+    nonempty = members.sum(axis=1) > 0
+    x2 = members @ o3  # mean o3 row of the centres in each patch; zero row when none
+    x3 = o2[point2patch]
+    conf2 = 1.0 - rank_replace(np.std(o2, axis=1, ddof=1), np.std(x2, axis=1, ddof=1))
+    conf3 = 1.0 - rank_replace(np.std(o3, axis=1, ddof=1), np.std(x3, axis=1, ddof=1))
+    x3 = rank_replace(o3.ravel(), x3.ravel()).reshape(x3.shape)
+    x2 = x2.copy()
+    x2[nonempty] = rank_replace(o2[nonempty].ravel(), x2[nonempty].ravel()).reshape(-1, r)
+    e2 = rank_replace(o2.ravel(), (np.maximum(o2, x2) * conf2[:, None]).ravel()).reshape(o2.shape)
+    e3 = rank_replace(o3.ravel(), (np.maximum(o3, x3) * conf3[:, None]).ravel()).reshape(o3.shape)
+    return interval_mean((o2 + e2) / 2, interval), interval_mean((o3 + e3) / 2, interval)
+
+
+def mutual_scores_multimodal(
+    z2: np.ndarray,
+    z3: np.ndarray,
+    point2patch: np.ndarray,
+    interval: float = 0.3,
+    budget: int = DEFAULT_BUDGET,
+) -> tuple[np.ndarray, np.ndarray]:
+    """2D+3D mutual scores with cross-modal enhancement.
+
+    Parameters
+    ----------
+    z2 : (N, P, C2) or (N, P, n_layers, C2) float, L2-normalized 2D patch features.
+    z3 : (N, G, C3) or (N, G, n_layers, C3) float, L2-normalized 3D centre features.
+        Both must have the same number of layers.
+    point2patch : (N, G) int, 2D patch index of centre g of sample i
+        (pixel row // patch_h * W + col // patch_w).
+    interval : fraction of the N - 1 references averaged.
+
+    Returns
+    -------
+    s2 (N, P) float32, s3 (N, G) float32: per-layer scores averaged over layers.
+    """
+    l2 = _check_features(z2, "Z2")
+    l3 = _check_features(z3, "Z3")
+    check_interval(interval)
+    n, p = l2.shape[1:3]
+    if l3.shape[1] != n:
+        raise ValueError(f"Z2 has {n} samples but Z3 has {l3.shape[1]}")
+    if l2.shape[0] != l3.shape[0]:
+        raise ValueError(f"Z2 has {l2.shape[0]} layers but Z3 has {l3.shape[0]}")
+    if n < 3:
+        raise ValueError(f"cross-modal scoring needs at least 3 samples (2 references), got {n}")
+    p2p = np.asarray(point2patch)
+    if p2p.shape != (n, l3.shape[2]):
+        raise ValueError(f"point2patch must have shape {(n, l3.shape[2])}, got {p2p.shape}")
+    if p2p.min() < 0 or p2p.max() >= p:
+        raise ValueError(f"point2patch holds patch indices outside [0, {p})")
+    s2 = np.zeros((n, p), dtype=np.float32)
+    s3 = np.zeros((n, l3.shape[2]), dtype=np.float32)
+    for a, b in zip(l2, l3):
+        o2 = references_only(pairwise_min_distances(a, budget))
+        o3 = references_only(pairwise_min_distances(b, budget))
+        for i in range(n):
+            e2, e3 = enhance(o2[i], o3[i], p2p[i], interval)
+            s2[i] += e2
+            s3[i] += e3
+    return s2 / np.float32(l2.shape[0]), s3 / np.float32(l2.shape[0])

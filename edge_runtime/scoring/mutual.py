@@ -1,0 +1,131 @@
+"""Mutual scoring (MSM): every sample is scored by the other unlabeled samples.
+
+For a patch p of sample i and a reference sample j, the distance to j is the
+distance to its closest patch: d[i, p, j] = min_q ||Z[i, p] - Z[j, q]||. A
+normal patch has close matches in most references; a defect has few. The score
+is the mean of the k smallest d[i, p, :] over the references (the "interval").
+
+Distances come from one matrix product per block with the squared norms folded
+into the inner dimension ([a, |a|^2, 1] . [-2b, 1, |b|^2] = |a - b|^2), so each
+block is a single GEMM followed by a row and a column minimum: the block between
+i and j gives d[i, :, j] and d[j, :, i] at once.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from edge_runtime.scoring._checks import as_float_array, check_interval, interval_k
+
+DEFAULT_BUDGET = 512 * 2**20  # bytes of distance block materialised at once
+
+
+def _augment(z: np.ndarray, side: str) -> np.ndarray:
+    """(..., L, C) -> (..., L, C + 2) float32 such that left @ right.T = squared distances."""
+    z = z.astype(np.float32, copy=False)
+    sq = np.einsum("...c,...c->...", z, z)[..., None]
+    one = np.ones_like(sq)
+    if side == "left":
+        return np.concatenate([z, sq, one], axis=-1)
+    return np.concatenate([-2.0 * z, one, sq], axis=-1)
+
+
+def _check_features(z, name: str) -> np.ndarray:
+    """(N, L, C) or (N, L, n_layers, C) -> (n_layers, N, L, C) view/copy."""
+    a = as_float_array(z, name, (3, 4))
+    return a[:, :, None, :].transpose(2, 0, 1, 3) if a.ndim == 3 else a.transpose(2, 0, 1, 3)
+
+
+def _refs_per_block(l_query: int, l_ref: int, budget: int) -> int:
+    per_ref = l_query * l_ref * 4 * 2  # the block and one reduction temporary
+    if budget < per_ref:
+        raise ValueError(f"memory budget {budget} B is below one distance block ({per_ref} B)")
+    return max(1, budget // per_ref)
+
+
+def min_distances(
+    query: np.ndarray, refs: np.ndarray, budget: int = DEFAULT_BUDGET
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-reference minimum distances in both directions, one layer.
+
+    Parameters
+    ----------
+    query : (L, C) float, one sample's patch features.
+    refs : (M, L2, C) float, M reference samples.
+    budget : bytes of distance block materialised at once.
+
+    Returns
+    -------
+    to_refs : (L, M) float32, to_refs[p, j] = min_q ||query[p] - refs[j, q]||.
+    from_refs : (M, L2) float32, from_refs[j, q] = min_p ||refs[j, q] - query[p]||.
+    """
+    q = _augment(np.asarray(query), "left")
+    m, l2, _ = refs.shape
+    to_refs = np.empty((q.shape[0], m), dtype=np.float32)
+    from_refs = np.empty((m, l2), dtype=np.float32)
+    step = _refs_per_block(q.shape[0], l2, budget)
+    for s in range(0, m, step):
+        r = _augment(np.asarray(refs[s : s + step]), "right")  # (m', L2, C+2)
+        block = q @ r.reshape(-1, r.shape[-1]).T  # (L, m' * L2) squared distances
+        block = block.reshape(q.shape[0], -1, l2)
+        to_refs[:, s : s + step] = block.min(axis=2)
+        from_refs[s : s + step] = block.min(axis=0)
+    np.sqrt(np.maximum(to_refs, 0.0, out=to_refs), out=to_refs)
+    np.sqrt(np.maximum(from_refs, 0.0, out=from_refs), out=from_refs)
+    return to_refs, from_refs
+
+
+def pairwise_min_distances(z: np.ndarray, budget: int = DEFAULT_BUDGET) -> np.ndarray:
+    """All per-reference minimum distances of a pool, one layer.
+
+    z : (N, L, C) float. Returns d (N, L, N) float32 with d[i, p, j] =
+    min_q ||z[i, p] - z[j, q]|| and d[i, :, i] = +inf (a sample is not its own reference).
+    """
+    n, l, _ = z.shape
+    d = np.full((n, l, n), np.inf, dtype=np.float32)
+    for i in range(n - 1):
+        to_refs, from_refs = min_distances(z[i], z[i + 1 :], budget)
+        d[i, :, i + 1 :] = to_refs
+        d[i + 1 :, :, i] = from_refs
+    return d
+
+
+def references_only(d: np.ndarray) -> np.ndarray:
+    """(N, L, N) with +inf self entries -> (N, L, N - 1): each sample's references in original order."""
+    n = d.shape[0]
+    keep = ~np.eye(n, dtype=bool)
+    return d.transpose(0, 2, 1)[keep].reshape(n, n - 1, -1).transpose(0, 2, 1)
+
+
+def interval_mean(o: np.ndarray, interval: float = 0.3) -> np.ndarray:
+    """Mean of the k smallest per-reference distances, k = max(1, floor(interval * R)).
+
+    o : (..., R) float. Returns (...) float32.
+    """
+    k = interval_k(o.shape[-1], interval)
+    part = np.partition(o, k - 1, axis=-1)[..., :k] if k < o.shape[-1] else o
+    return np.mean(part, axis=-1, dtype=np.float32)
+
+
+def mutual_scores(z: np.ndarray, interval: float = 0.3, budget: int = DEFAULT_BUDGET) -> np.ndarray:
+    """Mutual scores of a pool of samples.
+
+    Parameters
+    ----------
+    z : (N, L, C) or (N, L, n_layers, C) float16/float32, L2-normalized per
+        patch and layer. N >= 2.
+    interval : fraction of the N - 1 references whose smallest distances are averaged.
+    budget : bytes of distance block materialised at once (default 512 MiB).
+
+    Returns
+    -------
+    (N, L) float32: per-layer scores averaged over layers.
+    """
+    layers = _check_features(z, "Z")
+    check_interval(interval)
+    n = layers.shape[1]
+    if n < 2:
+        raise ValueError(f"mutual scoring needs at least 2 samples, got {n}")
+    total = np.zeros(layers.shape[1:3], dtype=np.float32)
+    for layer in layers:
+        total += interval_mean(references_only(pairwise_min_distances(layer, budget)), interval)
+    return total / np.float32(layers.shape[0])
