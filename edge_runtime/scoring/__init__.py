@@ -3,8 +3,10 @@ re-scoring and maps. Pure functions; shapes and dtypes in each docstring."""
 from edge_runtime.scoring.aggregation import aggregate_2d, aggregate_3d, l2_normalize
 from edge_runtime.scoring.cross_modal import enhance, mutual_scores_multimodal, rank_replace
 from edge_runtime.scoring.maps import (
+    idw_weights,
     image_scores,
     interpolate_3d,
+    paint_3d,
     point_to_patch,
     salient_features,
     upsample_2d,
@@ -24,6 +26,7 @@ __all__ = [
     "aggregate_2d",
     "aggregate_3d",
     "enhance",
+    "idw_weights",
     "image_scores",
     "interpolate_3d",
     "interval_mean",
@@ -31,6 +34,7 @@ __all__ = [
     "min_distances",
     "mutual_scores",
     "mutual_scores_multimodal",
+    "paint_3d",
     "pairwise_min_distances",
     "point_to_patch",
     "rank_replace",

@@ -52,6 +52,44 @@ def point_to_patch(pixel_index: np.ndarray, image_shape: tuple[int, int], grid: 
     return rows // (h // gh) * gw + cols // (w // gw)
 
 
+def idw_weights(centres: np.ndarray, points: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse-distance weights of each point's k nearest centres.
+
+    centres : (G, 3) float. points : (P, 3) float.
+    Returns idx (P, k) int32 and weights (P, k) float32 whose rows sum to 1.
+    """
+    c = as_float_array(centres, "centres", 2)
+    pts = as_float_array(points, "points", 2)
+    k = min(k, c.shape[0])
+    dist, nn = cKDTree(c).query(pts, k=k)
+    dist, nn = dist.reshape(len(pts), k), nn.reshape(len(pts), k)
+    w = 1.0 / (dist + 1e-8)
+    return nn.astype(np.int32), (w / np.sum(w, axis=1, keepdims=True)).astype(np.float32)
+
+
+def paint_3d(
+    centre_scores: np.ndarray,
+    idw_index: np.ndarray,
+    idw_weight: np.ndarray,
+    pixel_index: np.ndarray,
+    shape: tuple[int, int],
+    sigma: float = 4.0,
+) -> np.ndarray:
+    """Centre scores -> (H, W) float32 map through precomputed weights (see ``idw_weights``).
+
+    centre_scores : (G,) float. idw_index, idw_weight : (P, k). pixel_index : (P,)
+    int, row * W + col of each foreground point; other pixels are 0. Then a
+    Gaussian blur of ``sigma`` pixels (0 = none).
+    """
+    s = as_float_array(centre_scores, "centre_scores", 1)
+    if np.asarray(pixel_index).shape[0] != np.asarray(idw_index).shape[0]:
+        raise ValueError(f"{np.asarray(idw_index).shape[0]} weighted points but {np.asarray(pixel_index).shape[0]} pixel indices")
+    out = np.zeros(shape[0] * shape[1], dtype=np.float32)
+    out[np.asarray(pixel_index)] = np.sum(idw_weight * s[idw_index], axis=1)
+    out = out.reshape(shape)
+    return gaussian_filter(out, sigma=sigma).astype(np.float32) if sigma > 0 else out
+
+
 def interpolate_3d(
     centre_scores: np.ndarray,
     centres: np.ndarray,
@@ -70,22 +108,10 @@ def interpolate_3d(
     shape : (H, W). sigma : blur in pixels (0 = none).
     Returns (H, W) float32.
     """
-    s = as_float_array(centre_scores, "centre_scores", 1)
-    c = as_float_array(centres, "centres", 2)
-    pts = as_float_array(points, "points", 2)
-    if c.shape[0] != s.shape[0]:
-        raise ValueError(f"{s.shape[0]} centre scores for {c.shape[0]} centres")
-    if pts.shape[0] != np.asarray(pixel_index).shape[0]:
-        raise ValueError(f"{pts.shape[0]} points but {np.asarray(pixel_index).shape[0]} pixel indices")
-    k = min(3, c.shape[0])
-    dist, nn = cKDTree(c).query(pts, k=k)
-    dist, nn = dist.reshape(len(pts), k), nn.reshape(len(pts), k)
-    w = 1.0 / (dist + 1e-8)
-    values = np.sum(w * s[nn], axis=1) / np.sum(w, axis=1)
-    out = np.zeros(shape[0] * shape[1], dtype=np.float32)
-    out[np.asarray(pixel_index)] = values
-    out = out.reshape(shape)
-    return gaussian_filter(out, sigma=sigma).astype(np.float32) if sigma > 0 else out
+    if as_float_array(centres, "centres", 2).shape[0] != np.asarray(centre_scores).shape[0]:
+        raise ValueError(f"{np.asarray(centre_scores).shape[0]} centre scores for {np.asarray(centres).shape[0]} centres")
+    idx, w = idw_weights(centres, points)
+    return paint_3d(centre_scores, idx, w, pixel_index, shape, sigma)
 
 
 def image_scores(maps: np.ndarray) -> np.ndarray:

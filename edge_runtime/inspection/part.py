@@ -1,0 +1,73 @@
+"""What the window keeps of one part: its aggregated features and how to paint its maps."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PartFeatures:
+    """Aggregated, normalized features of one part, in the preprocessed S x S frame.
+
+    z2 : (P, n_layers, C2) float16, 2D patch features (row-major grid ``grid``), or None.
+    z3 : (G, n_layers, C3) float16, 3D centre features, or None.
+    grid : (h, w) 2D patch grid; image_size : S.
+    point2patch : (G,) int32, 2D patch of each centre (when z3 is set).
+    pixel_index : (Q,) int32, pixels (row * S + col) of the foreground points.
+    idw_index : (Q, 3) int32 and idw_weight : (Q, 3) float32: each foreground
+        point's 3 nearest centres and inverse-distance weights (rows sum to 1).
+    """
+
+    image_size: int
+    grid: tuple[int, int] | None = None
+    z2: np.ndarray | None = None
+    z3: np.ndarray | None = None
+    point2patch: np.ndarray | None = None
+    pixel_index: np.ndarray | None = None
+    idw_index: np.ndarray | None = None
+    idw_weight: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.z2 is None and self.z3 is None:
+            raise ValueError("a part needs 2D or 3D features, got neither")
+        if self.z2 is not None:
+            if self.grid is None or self.z2.ndim != 3 or self.z2.shape[0] != self.grid[0] * self.grid[1]:
+                raise ValueError(f"z2 shape {getattr(self.z2, 'shape', None)} does not match grid {self.grid}")
+        if self.z3 is not None:
+            if self.z3.ndim != 3:
+                raise ValueError(f"z3 must be (G, n_layers, C), got {self.z3.shape}")
+            for name in ("pixel_index", "idw_index", "idw_weight"):
+                if getattr(self, name) is None:
+                    raise ValueError(f"3D features need {name}")
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(m for m, z in (("2d", self.z2), ("3d", self.z3)) if z is not None)
+
+    def features(self, modality: str) -> np.ndarray:
+        z = self.z2 if modality == "2d" else self.z3
+        if z is None:
+            raise ValueError(f"part has no {modality} features")
+        return z
+
+    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        """Flat arrays for persistence (``np.savez``); ``from_arrays`` reverses it."""
+        out = {f"{prefix}image_size": np.int64(self.image_size)}
+        if self.grid is not None:
+            out[f"{prefix}grid"] = np.asarray(self.grid, dtype=np.int64)
+        for name in ("z2", "z3", "point2patch", "pixel_index", "idw_index", "idw_weight"):
+            value = getattr(self, name)
+            if value is not None:
+                out[prefix + name] = value
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str) -> "PartFeatures":
+        get = lambda n: arrays.get(prefix + n)  # noqa: E731
+        grid = get("grid")
+        return cls(
+            image_size=int(get("image_size")),
+            grid=None if grid is None else (int(grid[0]), int(grid[1])),
+            **{n: get(n) for n in ("z2", "z3", "point2patch", "pixel_index", "idw_index", "idw_weight")},
+        )

@@ -1,0 +1,102 @@
+"""The incremental window against the batch functions recomputed on its contents."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_runtime.inspection.part import PartFeatures
+from edge_runtime.inspection.window import LineWindow
+from edge_runtime.scoring import l2_normalize, mutual_scores, mutual_scores_multimodal
+
+GRID, G, LAYERS = (3, 4), 10, 2
+
+
+def make_part(rng: np.random.Generator, modalities) -> PartFeatures:
+    kw = {}
+    if "2d" in modalities:
+        kw["z2"] = l2_normalize(rng.normal(size=(GRID[0] * GRID[1], LAYERS, 6))).astype(np.float16)
+    if "3d" in modalities:
+        kw["z3"] = l2_normalize(rng.normal(size=(G, LAYERS, 5))).astype(np.float16)
+        kw["point2patch"] = rng.integers(0, GRID[0] * GRID[1], size=G).astype(np.int32)
+        kw["pixel_index"] = np.arange(20, dtype=np.int32)
+        kw["idw_index"] = rng.integers(0, G, size=(20, 3)).astype(np.int32)
+        kw["idw_weight"] = np.full((20, 3), 1 / 3, dtype=np.float32)
+    return PartFeatures(image_size=16, grid=GRID, **kw)
+
+
+def batch_scores(window: LineWindow) -> dict[str, dict[str, np.ndarray]]:
+    parts = [window.part(p) for p in window.members]
+    if window.modalities == ("2d", "3d"):
+        s2, s3 = mutual_scores_multimodal(
+            np.stack([p.z2 for p in parts]), np.stack([p.z3 for p in parts]), np.stack([p.point2patch for p in parts])
+        )
+        return {name: {"2d": s2[i], "3d": s3[i]} for i, name in enumerate(window.members)}
+    (m,) = window.modalities
+    s = mutual_scores(np.stack([p.features(m) for p in parts]))
+    return {name: {m: s[i]} for i, name in enumerate(window.members)}
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    capacity=st.integers(3, 7),
+    arrivals=st.integers(3, 14),
+    modalities=st.sampled_from([("2d",), ("3d",), ("2d", "3d")]),
+    removals=st.lists(st.integers(0, 13), max_size=3),
+)
+def test_incremental_scores_equal_batch_after_any_arrivals_and_evictions(seed, capacity, arrivals, modalities, removals):
+    rng = np.random.default_rng(seed)
+    window = LineWindow(capacity, modalities)
+    for t in range(arrivals):
+        window.add(f"p{t}", make_part(rng, modalities))
+        if t in removals and len(window) > 3:
+            window.remove(window.members[int(rng.integers(len(window)))])
+        assert len(window) <= capacity
+        if len(window) >= 3:
+            expect = batch_scores(window)
+            for name in window.members:
+                got = window.scores(name)
+                for m in modalities:
+                    np.testing.assert_allclose(got[m], expect[name][m], atol=1e-5)
+
+
+def test_eviction_is_oldest_first_and_state_round_trips():
+    rng = np.random.default_rng(0)
+    window = LineWindow(4, ("2d", "3d"))
+    evicted = [window.add(f"p{t}", make_part(rng, ("2d", "3d"))) for t in range(6)]
+    assert evicted == [None, None, None, None, "p0", "p1"]
+    assert window.members == ["p2", "p3", "p4", "p5"]
+    restored = LineWindow.from_state(window.state())
+    assert restored.members == window.members
+    for name in window.members:
+        for m, s in window.scores(name).items():
+            np.testing.assert_array_equal(restored.scores(name)[m], s)
+    restored.add("p6", make_part(rng, ("2d", "3d")))
+    assert restored.members == ["p3", "p4", "p5", "p6"]
+
+
+def test_query_scores_a_part_without_adding_it():
+    rng = np.random.default_rng(1)
+    window = LineWindow(8, ("2d",))
+    for t in range(5):
+        window.add(f"p{t}", make_part(rng, ("2d",)))
+    outsider = make_part(rng, ("2d",))
+    got = window.query(outsider, "2d")
+    pool = np.stack([outsider.z2] + [window.part(p).z2 for p in window.members])
+    np.testing.assert_allclose(got, mutual_scores(pool)[0], atol=1e-5)
+    assert len(window) == 5
+
+
+def test_bad_parts_are_refused_with_the_reason():
+    rng = np.random.default_rng(2)
+    window = LineWindow(4, ("2d", "3d"))
+    window.add("a", make_part(rng, ("2d", "3d")))
+    with pytest.raises(ValueError, match="lacks 3d"):
+        window.add("b", make_part(rng, ("2d",)))
+    with pytest.raises(ValueError, match="already in the window"):
+        window.add("a", make_part(rng, ("2d", "3d")))
+    odd = PartFeatures(image_size=16, grid=(2, 2), z2=np.zeros((4, LAYERS, 6), np.float16), z3=make_part(rng, ("3d",)).z3,
+                       point2patch=np.zeros(G, np.int32), pixel_index=np.arange(20, dtype=np.int32),
+                       idw_index=np.zeros((20, 3), np.int32), idw_weight=np.full((20, 3), 1 / 3, np.float32))
+    with pytest.raises(ValueError, match="do not match"):
+        window.add("c", odd)
