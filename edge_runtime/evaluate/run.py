@@ -1,0 +1,245 @@
+"""Evaluation of product lines: features once per part, then batch and replay scoring.
+
+batch: the paper's protocol, every test part of a class in one pool (or pools
+of a given size). replay: parts in order through the station's LineInspector
+(the same window, decisions and re-scoring), so the numbers are the station's.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from edge_runtime.evaluate import datasets
+from edge_runtime.evaluate.metrics import compute_metrics
+from edge_runtime.evaluate.overlay import overlay_png
+from edge_runtime.inspection.features import FeatureExtractor, InspectionError, pad_to_square
+from edge_runtime.inspection.inspector import LineInspector
+from edge_runtime.inspection.part import PartFeatures
+from edge_runtime.inspection.pool import score_pool
+from edge_runtime.inspection.settings import InspectionSettings
+
+METRIC_KEYS = ("image_auroc", "image_ap", "image_f1max", "pixel_auroc", "pixel_ap", "pixel_f1max", "aupro")
+READERS = {"mvtec3d": datasets.read_mvtec3d, "eyecandies": datasets.read_eyecandies}
+
+
+@dataclass
+class ClassData:
+    """One class's parts, extracted once: features and what the metrics need."""
+
+    name: str
+    samples: list
+    features: list[PartFeatures]
+    rgb: list[np.ndarray]  # (S, S, 3) uint8 as the encoder saw it
+    gt: np.ndarray  # (N, S, S) uint8 {0, 1}
+    labels: np.ndarray  # (N,) int
+    extract_ms: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Combination:
+    modality: str  # "2d", "3d" or "2d+3d"
+    mode: str  # "batch" or "replay"
+    window: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.modality}_{self.mode}" + (f"_w{self.window}" if self.window else "")
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(self.modality.split("+"))
+
+
+def extract_class(name: str, samples: list, extractor: FeatureExtractor) -> ClassData:
+    """Read and extract every part of a class (progress bar); the gt follows the frames' square padding + resize."""
+    size = extractor.settings.image_size
+    feats, rgbs, gts, totals = [], [], [], {}
+    for sample in tqdm(samples, desc=f"features {name}", unit="part", leave=False):
+        rgb, xyz, gt = datasets.read_frames(sample)
+        try:
+            f, pre, latency = extractor.extract(rgb, xyz)
+        except InspectionError as exc:
+            raise InspectionError(exc.code, f"{sample.rgb_path}: {exc}") from exc
+        feats.append(f)
+        rgbs.append(pre.rgb if pre.rgb is not None else np.zeros((size, size, 3), np.uint8))
+        g = np.zeros(rgb.shape[:2], np.uint8) if gt is None else (gt > 0).astype(np.uint8)
+        gts.append(cv2.resize(pad_to_square(g), (size, size), interpolation=cv2.INTER_NEAREST))
+        for k, v in latency.items():
+            totals[k] = totals.get(k, 0.0) + v
+    labels = np.array([s.label for s in samples], dtype=np.int64)
+    per_part = {k: v / max(1, len(samples)) for k, v in totals.items()}
+    return ClassData(name, samples, feats, rgbs, np.stack(gts), labels, per_part)
+
+
+def restrict(features: PartFeatures, modalities: Sequence[str]) -> PartFeatures:
+    """The same part with only the given modalities."""
+    drop2 = "2d" not in modalities
+    drop3 = "3d" not in modalities
+    return dataclasses.replace(
+        features,
+        z2=None if drop2 else features.z2,
+        z3=None if drop3 else features.z3,
+        point2patch=None if drop3 else features.point2patch,
+        pixel_index=None if drop3 else features.pixel_index,
+        idw_index=None if drop3 else features.idw_index,
+        idw_weight=None if drop3 else features.idw_weight,
+    )
+
+
+def run_batch(data: ClassData, combo: Combination, settings: InspectionSettings, subset: int | None, seed: int):
+    """(maps (N, S, S), scores (N,)) with every part scored in one pool or in pools of ``subset``."""
+    n = len(data.features)
+    order = np.arange(n) if not subset else np.random.default_rng(seed).permutation(n)
+    size = subset or n
+    maps = np.zeros((n,) + data.gt.shape[1:], np.float32)
+    scores = np.zeros(n, np.float32)
+    for start in range(0, n, size):
+        idx = order[start : start + size]
+        if len(idx) < 3:  # a tail too small to score joins the previous pool
+            idx = order[max(0, n - size) :]
+        pool = [restrict(data.features[i], combo.modalities) for i in idx]
+        m, _, s = score_pool(pool, combo.modalities, settings.interval, settings.k_list, settings.map_sigma)
+        maps[idx], scores[idx] = m, s
+    return maps, scores, np.ones(n, bool)
+
+
+def run_replay(data: ClassData, combo: Combination, settings: InspectionSettings, extractor: FeatureExtractor):
+    """Parts in order through a LineInspector; parts decided before the window is warm have no score."""
+    line = dataclasses.replace(settings, modalities=combo.modalities, window=combo.window,
+                               min_window=min(settings.min_window, combo.window), decision_delay=0)
+    inspector = LineInspector(line, data.name, extractor=extractor)
+    n = len(data.features)
+    maps = np.zeros((n,) + data.gt.shape[1:], np.float32)
+    scores = np.zeros(n, np.float32)
+    scored = np.zeros(n, bool)
+    for i, f in enumerate(data.features):
+        for d in inspector.inspect_features(str(i), i, restrict(f, combo.modalities)):
+            j = int(d.part)
+            if d.score is not None:
+                maps[j], scores[j], scored[j] = d.anomaly_map, d.score, True
+    return maps, scores, scored
+
+
+def metrics_for(data: ClassData, maps: np.ndarray, scores: np.ndarray, scored: np.ndarray) -> dict:
+    m = compute_metrics(data.labels[scored], scores[scored], data.gt[scored], maps[scored])
+    m = {k: float(m[k]) for k in METRIC_KEYS}
+    kinds = [getattr(s, "defect_kind", None) for s in data.samples]
+    by_kind = {}
+    for kind in sorted({k for k in kinds if k and k != "none"}):
+        sel = scored & np.array([(lab == 0) or (k == kind) for lab, k in zip(data.labels, kinds)])
+        if len(set(data.labels[sel])) == 2:
+            by_kind[kind] = float(compute_metrics(data.labels[sel], scores[sel], data.gt[sel], maps[sel])["image_auroc"])
+    m["image_auroc_by_kind"] = by_kind
+    m["parts_scored"] = int(scored.sum())
+    return m
+
+
+def mean_metrics(per_class: dict[str, dict]) -> dict:
+    out = {k: float(np.mean([m[k] for m in per_class.values()])) for k in METRIC_KEYS}
+    kinds = sorted({k for m in per_class.values() for k in m["image_auroc_by_kind"]})
+    out["image_auroc_by_kind"] = {
+        k: float(np.mean([m["image_auroc_by_kind"][k] for m in per_class.values() if k in m["image_auroc_by_kind"]]))
+        for k in kinds
+    }
+    return out
+
+
+def markdown(per_class: dict[str, dict], mean: dict, title: str) -> str:
+    cols = list(METRIC_KEYS)
+    lines = [f"# {title}", "", "| class | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, m in list(per_class.items()) + [("mean", mean)]:
+        lines.append(f"| {name} | " + " | ".join(f"{100 * m[c]:.2f}" for c in cols) + " |")
+    kinds = mean.get("image_auroc_by_kind", {})
+    if kinds:
+        lines += ["", "Image AUROC by defect kind (good parts + that kind):", ""]
+        lines += ["| kind | image AUROC |", "|---|---|"] + [f"| {k} | {100 * v:.2f} |" for k, v in kinds.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(out: Path, combo: Combination, per_class: dict, config: dict, timing: dict,
+                  results: dict[str, tuple], data: dict[str, ClassData], overlays: int) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    mean = mean_metrics(per_class)
+    doc = {"classes": per_class, "mean": mean, "config": config, "timing": timing}
+    (out / "metrics.json").write_text(json.dumps(doc, indent=2))
+    (out / "metrics.md").write_text(markdown(per_class, mean, f"{combo.key}"))
+    rows = ["class,part,defect,label,score,scored"]
+    for name, (maps, scores, scored) in results.items():
+        d = data[name]
+        for s, score, ok in zip(d.samples, scores, scored):
+            rows.append(f"{name},{s.name},{s.defect},{s.label},{float(score):.6f},{int(ok)}")
+        _write_overlays(out / "overlays" / name, d, maps, scores, scored, overlays)
+    (out / "scores.csv").write_text("\n".join(rows) + "\n")
+    return doc
+
+
+def _write_overlays(folder: Path, d: ClassData, maps, scores, scored, count: int) -> None:
+    """A sample of parts: the defective ones with the highest and lowest scores, and the top good ones."""
+    if count <= 0:
+        return
+    idx = [i for i in np.argsort(-scores) if scored[i]]
+    bad = [i for i in idx if d.labels[i] == 1]
+    good = [i for i in idx if d.labels[i] == 0]
+    picks = list(dict.fromkeys(bad[: count // 2] + bad[-(count // 4 or 1):] + good[: max(1, count // 4)]))[:count]
+    vmin, vmax = float(np.min(maps[scored])), float(np.max(maps[scored]))
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in picks:
+        s = d.samples[i]
+        overlay_png(folder / f"{s.defect}_{s.name}.png", d.rgb[i], maps[i], d.gt[i], vmin, vmax,
+                    title=f"{d.name} {s.defect}/{s.name} score {scores[i]:.3f}")
+
+
+def evaluate(dataset: str, root: str, classes: Sequence[str] | None, combos: Sequence[Combination],
+             settings: InspectionSettings, out: str | Path, subset: int | None = None, overlays: int = 6,
+             seed: int = 0) -> dict[str, dict]:
+    """Run every combination on every class; returns {combination key: metrics document}."""
+    if dataset not in READERS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(READERS)}")
+    found = READERS[dataset](root, classes)
+    extractor = FeatureExtractor.from_settings(settings)
+    t0 = time.perf_counter()
+    data = {name: extract_class(name, samples, extractor) for name, samples in
+            tqdm(found.items(), desc="classes", unit="class")}
+    extract_s = time.perf_counter() - t0
+    out = Path(out)
+    docs = {}
+    for combo in tqdm(combos, desc="scoring", unit="run"):
+        per_class, results, seconds = {}, {}, {}
+        for name, d in data.items():
+            t = time.perf_counter()
+            if combo.mode == "batch":
+                results[name] = run_batch(d, combo, settings, subset, seed)
+            else:
+                results[name] = run_replay(d, combo, settings, extractor)
+            seconds[name] = time.perf_counter() - t
+            per_class[name] = metrics_for(d, *results[name])
+        config = {"dataset": dataset, "root": str(root), "modality": combo.modality, "mode": combo.mode,
+                  "window": combo.window, "subset": subset, "settings": settings.to_dict(),
+                  "model": extractor.model_digest}
+        timing = {"extract_seconds_total": extract_s,
+                  "extract_ms_per_part": {n: d.extract_ms for n, d in data.items()},
+                  "score_seconds": seconds}
+        target = out if len(combos) == 1 else out / combo.key
+        docs[combo.key] = write_outputs(target, combo, per_class, config, timing, results, data, overlays)
+    if len(combos) > 1:
+        _write_summary(out, docs)
+    return docs
+
+
+def _write_summary(out: Path, docs: dict[str, dict]) -> None:
+    lines = ["# Evaluation summary (mean over classes, %)", "",
+             "| run | " + " | ".join(METRIC_KEYS) + " | by kind (image AUROC) |", "|---" * (len(METRIC_KEYS) + 2) + "|"]
+    for key, doc in docs.items():
+        m = doc["mean"]
+        kinds = ", ".join(f"{k} {100 * v:.1f}" for k, v in m["image_auroc_by_kind"].items())
+        lines.append(f"| {key} | " + " | ".join(f"{100 * m[k]:.2f}" for k in METRIC_KEYS) + f" | {kinds} |")
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    (out / "summary.json").write_text(json.dumps({k: d["mean"] for k, d in docs.items()}, indent=2))

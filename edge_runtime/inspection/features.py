@@ -1,0 +1,170 @@
+"""A part's frames -> its aggregated features (preprocess, encode, aggregate).
+
+2D: pad to square, resize + normalize as the encoder's manifest says, encode to
+per-layer patch grids, aggregate (SNAMD), L2-normalize. 3D: MuSc-V2's cloud
+preprocessing (background plane removal, cleaning, square padding, nearest
+resize to the image size), foreground points, unit-radius normalization,
+farthest point sampling of the group centres, KNN + iterative point grouping,
+per-layer centre features (FPFH at three radii, or Point-MAE), L2-normalized
+per point, then aggregated. Everything lands in one S x S pixel frame, so a
+centre's 2D patch and a point's pixel are known.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge_runtime import pointcloud
+from edge_runtime.inspection.part import PartFeatures
+from edge_runtime.inspection.settings import InspectionSettings
+from edge_runtime.scoring import aggregate_2d, aggregate_3d, idw_weights, l2_normalize, point_to_patch
+
+
+class InspectionError(ValueError):
+    """A part that cannot be scored; ``code`` is the machine-readable reason."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Preprocessed:
+    """The part as the encoders saw it: rgb uint8 (S, S, 3) and xyz float32 (S, S, 3), or None."""
+
+    rgb: np.ndarray | None
+    xyz: np.ndarray | None
+
+
+def pad_to_square(image: np.ndarray) -> np.ndarray:
+    """(H, W, ...) -> (M, M, ...) with M = max(H, W), centred, zeros around; a new array."""
+    h, w = image.shape[:2]
+    m = max(h, w)
+    out = np.zeros((m, m) + image.shape[2:], dtype=image.dtype)
+    top, left = (m - h) // 2, (m - w) // 2
+    out[top : top + h, left : left + w] = image
+    return out
+
+
+def _timed(latency: dict, stage: str, t0: float) -> float:
+    now = time.perf_counter()
+    latency[stage] = latency.get(stage, 0.0) + (now - t0) * 1e3
+    return now
+
+
+class FeatureExtractor:
+    """Frames of one part -> PartFeatures, for one line's settings.
+
+    engine_2d : an `edge_runtime.engines.Engine` for 2D (None when the line has no 2D).
+    engine_3d : an Engine for Point-MAE, or None for the weight-free FPFH descriptors.
+    """
+
+    def __init__(self, settings: InspectionSettings, engine_2d=None, engine_3d=None):
+        self.settings = settings
+        self.engine_2d = engine_2d
+        self.engine_3d = engine_3d
+        if "2d" in settings.modalities and engine_2d is None:
+            raise ValueError("a line with 2D needs a 2D engine")
+        self.grid = tuple(engine_2d.manifest.grid) if engine_2d is not None else (settings.image_size // 8,) * 2
+        n3 = len(engine_3d.manifest.layers) if engine_3d is not None else len(pointcloud.FPFH_RADII)
+        if engine_2d is not None and "3d" in settings.modalities and len(engine_2d.manifest.layers) != n3:
+            raise ValueError(f"2D encoder has {len(engine_2d.manifest.layers)} layers but the 3D encoder has {n3}: "
+                             "cross-modal scoring pairs layers one to one")
+
+    @classmethod
+    def from_settings(cls, settings: InspectionSettings) -> "FeatureExtractor":
+        """Load the engines a line's settings name (the default 2D encoder is exported on first use)."""
+        from edge_runtime.engines import ensure_default_encoders, load_engine
+
+        engine_2d = engine_3d = None
+        if "2d" in settings.modalities:
+            path = ensure_default_encoders() if settings.encoder_2d == "default" else settings.encoder_2d
+            engine_2d = load_engine(path, expect={"modality": "2d", "image_size": settings.image_size})
+        if "3d" in settings.modalities and settings.encoder_3d != "fpfh":
+            engine_3d = load_engine(settings.encoder_3d, expect={"modality": "3d"})
+        return cls(settings, engine_2d, engine_3d)
+
+    @property
+    def model_digest(self) -> str:
+        parts = [e.manifest.digest() for e in (self.engine_2d, self.engine_3d) if e is not None]
+        if "3d" in self.settings.modalities and self.engine_3d is None:
+            parts.append("fpfh")
+        return "+".join(parts)
+
+    def extract(self, rgb: np.ndarray | None, xyz: np.ndarray | None) -> tuple[PartFeatures, Preprocessed, dict]:
+        """Features of one part.
+
+        rgb : uint8 (H, W, 3) RGB, or None. xyz : float32 (H, W, 3) organized
+        cloud pixel-aligned with rgb (zeros = no measurement), or None.
+        Returns (features, the preprocessed frames, latency in ms per stage).
+        Raises InspectionError for frames that cannot be scored.
+        """
+        s = self.settings
+        latency: dict[str, float] = {}
+        if rgb is not None and xyz is not None and rgb.shape[:2] != xyz.shape[:2]:
+            raise InspectionError("shape", f"rgb {rgb.shape[:2]} and xyz {xyz.shape[:2]} are not pixel-aligned")
+        kw: dict = {}
+        rgb_s = xyz_s = None
+        if rgb is not None and "2d" in s.modalities:
+            rgb_s, kw["z2"] = self._extract_2d(rgb, latency)
+            kw["grid"] = self.grid
+        if xyz is not None and "3d" in s.modalities:
+            xyz_s, fields = self._extract_3d(xyz, latency)
+            kw.update(fields)
+        if not kw:
+            raise InspectionError("no_modality", f"part has none of the line's modalities {s.modalities}")
+        return PartFeatures(image_size=s.image_size, **kw), Preprocessed(rgb_s, xyz_s), latency
+
+    def _extract_2d(self, rgb: np.ndarray, latency: dict) -> tuple[np.ndarray, np.ndarray]:
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise InspectionError("shape", f"rgb must be uint8 (H, W, 3), got {rgb.dtype} {rgb.shape}")
+        t = time.perf_counter()
+        square = pad_to_square(rgb)
+        x = self.engine_2d.preprocess_rgb(square)
+        import cv2
+
+        shown = cv2.resize(square, (self.settings.image_size,) * 2, interpolation=cv2.INTER_AREA)
+        t = _timed(latency, "preprocess", t)
+        grids = self.engine_2d.run(x)
+        t = _timed(latency, "encode", t)
+        z2 = l2_normalize(aggregate_2d(grids, self.settings.r_list))[0]
+        _timed(latency, "aggregate", t)
+        return shown, z2.astype(np.float16)
+
+    def _extract_3d(self, xyz: np.ndarray, latency: dict) -> tuple[np.ndarray, dict]:
+        s = self.settings
+        if xyz.ndim != 3 or xyz.shape[2] != 3:
+            raise InspectionError("shape", f"xyz must be (H, W, 3), got {xyz.shape}")
+        t = time.perf_counter()
+        organized = pointcloud.preprocess_organized(
+            pad_to_square(np.asarray(xyz, dtype=np.float32)), s.image_size,
+            remove_plane=s.remove_plane, clean=s.clean, plane_distance=s.plane_distance,
+        )
+        points, pixel_index = pointcloud.organized_to_flat(organized)
+        if len(points) < max(s.groups, s.group_size):
+            raise InspectionError(
+                "empty_foreground" if len(points) == 0 else "sparse_cloud",
+                f"{len(points)} foreground points after preprocessing; the line needs at least "
+                f"{max(s.groups, s.group_size)} ({s.groups} groups of {s.group_size})",
+            )
+        points, _, _ = pointcloud.normalize_points(points)
+        groups = pointcloud.group_cloud(points, s.groups, s.group_size)
+        t = _timed(latency, "preprocess", t)
+        if self.engine_3d is None:
+            feats = pointcloud.fpfh_features(points, groups.centre_idx)
+        else:
+            feats = [f[0] for f in self.engine_3d.run(groups.neighbourhood[None], groups.centres[None])]
+        t = _timed(latency, "encode", t)
+        z3 = aggregate_3d([l2_normalize(f) for f in feats], groups.centres, groups.curvature, s.r_list, s.pooling_3d)
+        idw_index, idw_weight = idw_weights(groups.centres, points)
+        centre_pixels = pixel_index[groups.centre_idx]
+        _timed(latency, "aggregate", t)
+        return organized, {
+            "z3": z3.astype(np.float16),
+            "point2patch": point_to_patch(centre_pixels, (s.image_size,) * 2, self.grid).astype(np.int32),
+            "pixel_index": pixel_index.astype(np.int32),
+            "idw_index": idw_index,
+            "idw_weight": idw_weight,
+        }
