@@ -13,14 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from edge_runtime.evaluate import datasets
 from edge_runtime.evaluate.metrics import compute_metrics
 from edge_runtime.evaluate.overlay import overlay_png
-from edge_runtime.inspection.features import FeatureExtractor, InspectionError, pad_to_square
+from edge_runtime.inspection.features import FeatureExtractor, InspectionError
+from edge_runtime.pointcloud import pad_to_square, resize_nearest
 from edge_runtime.inspection.inspector import LineInspector
 from edge_runtime.inspection.part import PartFeatures
 from edge_runtime.inspection.pool import score_pool
@@ -71,7 +71,7 @@ def extract_class(name: str, samples: list, extractor: FeatureExtractor) -> Clas
         feats.append(f)
         rgbs.append(pre.rgb if pre.rgb is not None else np.zeros((size, size, 3), np.uint8))
         g = np.zeros(rgb.shape[:2], np.uint8) if gt is None else (gt > 0).astype(np.uint8)
-        gts.append(cv2.resize(pad_to_square(g), (size, size), interpolation=cv2.INTER_NEAREST))
+        gts.append(resize_nearest(pad_to_square(g), size))
         for k, v in latency.items():
             totals[k] = totals.get(k, 0.0) + v
     labels = np.array([s.label for s in samples], dtype=np.int64)

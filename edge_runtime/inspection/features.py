@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from edge_runtime import pointcloud
@@ -38,16 +39,6 @@ class Preprocessed:
     xyz: np.ndarray | None
 
 
-def pad_to_square(image: np.ndarray) -> np.ndarray:
-    """(H, W, ...) -> (M, M, ...) with M = max(H, W), centred, zeros around; a new array."""
-    h, w = image.shape[:2]
-    m = max(h, w)
-    out = np.zeros((m, m) + image.shape[2:], dtype=image.dtype)
-    top, left = (m - h) // 2, (m - w) // 2
-    out[top : top + h, left : left + w] = image
-    return out
-
-
 def _timed(latency: dict, stage: str, t0: float) -> float:
     now = time.perf_counter()
     latency[stage] = latency.get(stage, 0.0) + (now - t0) * 1e3
@@ -68,7 +59,7 @@ class FeatureExtractor:
         if "2d" in settings.modalities and engine_2d is None:
             raise ValueError("a line with 2D needs a 2D engine")
         self.grid = tuple(engine_2d.manifest.grid) if engine_2d is not None else (settings.image_size // 8,) * 2
-        n3 = len(engine_3d.manifest.layers) if engine_3d is not None else len(pointcloud.FPFH_RADII)
+        n3 = len(engine_3d.manifest.layers) if engine_3d is not None else len(pointcloud.DEFAULT_RADII)
         if engine_2d is not None and "3d" in settings.modalities and len(engine_2d.manifest.layers) != n3:
             raise ValueError(f"2D encoder has {len(engine_2d.manifest.layers)} layers but the 3D encoder has {n3}: "
                              "cross-modal scoring pairs layers one to one")
@@ -121,10 +112,8 @@ class FeatureExtractor:
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise InspectionError("shape", f"rgb must be uint8 (H, W, 3), got {rgb.dtype} {rgb.shape}")
         t = time.perf_counter()
-        square = pad_to_square(rgb)
+        square = pointcloud.pad_to_square(rgb)
         x = self.engine_2d.preprocess_rgb(square)
-        import cv2
-
         shown = cv2.resize(square, (self.settings.image_size,) * 2, interpolation=cv2.INTER_AREA)
         t = _timed(latency, "preprocess", t)
         grids = self.engine_2d.run(x)
@@ -138,10 +127,13 @@ class FeatureExtractor:
         if xyz.ndim != 3 or xyz.shape[2] != 3:
             raise InspectionError("shape", f"xyz must be (H, W, 3), got {xyz.shape}")
         t = time.perf_counter()
-        organized = pointcloud.preprocess_organized(
-            pad_to_square(np.asarray(xyz, dtype=np.float32)), s.image_size,
-            remove_plane=s.remove_plane, clean=s.clean, plane_distance=s.plane_distance,
-        )
+        try:
+            organized = pointcloud.preprocess_organized(
+            np.asarray(xyz, dtype=np.float32), s.image_size,
+                remove_plane=s.remove_plane, clean=s.clean, plane_distance=s.plane_distance,
+            )
+        except ValueError as exc:  # empty foreground, no plane on the border, ...
+            raise InspectionError("cloud", f"xyz: {exc}") from exc
         points, pixel_index = pointcloud.organized_to_flat(organized)
         if len(points) < max(s.groups, s.group_size):
             raise InspectionError(

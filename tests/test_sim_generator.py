@@ -1,0 +1,127 @@
+"""The part generator: determinism, defects confined to their ground truth, plausible sizes."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from edge_runtime.sim.defects import APPEARANCE_THRESHOLD, GEOMETRY_THRESHOLD
+from edge_runtime.sim.generator import defect_plan, defective_scene, iter_parts, part_scene, render_part
+from edge_runtime.sim.products import DEFECT_KINDS, DEFECTS, FAMILIES, LineSpec, family_of, line_spec
+
+SIZE = 96
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def spec(request) -> LineSpec:
+    return dataclasses.replace(line_spec(request.param, seed=3, image_size=SIZE), defects=DEFECTS)
+
+
+def test_same_seed_same_bytes_and_other_seeds_differ():
+    spec = line_spec("cookie", 1, SIZE)
+    a, b = render_part(spec, 4, 1, "crack"), render_part(spec, 4, 1, "crack")
+    for field in ("rgb", "xyz", "gt"):
+        assert getattr(a, field).tobytes() == getattr(b, field).tobytes()
+    other_seed, other_part = render_part(spec, 4, 2, "crack"), render_part(spec, 5, 1, "crack")
+    assert not np.array_equal(a.rgb, other_seed.rgb) and not np.array_equal(a.xyz, other_seed.xyz)
+    assert not np.array_equal(a.rgb, other_part.rgb)
+
+
+def test_line_spec_is_deterministic_and_distinct_per_name():
+    assert line_spec("gear_box", 0) == line_spec("gear_box", 0)
+    assert line_spec("gear_box", 0) != line_spec("gear_box", 1)
+    assert line_spec("gear_box", 0).palette != line_spec("gear_cap", 0).palette
+    assert family_of("Bagel") == "bagel" and family_of("small_potato") == "dome" and family_of("x") in FAMILIES
+    for name in ("a", "bb", "ccc", "dddd"):
+        kinds = {DEFECT_KINDS[d] for d in line_spec(name).defects}
+        assert kinds == {"appearance", "geometry", "both"}
+
+
+def test_line_spec_validation_names_the_problem():
+    with pytest.raises(ValueError, match="unknown family"):
+        LineSpec(class_name="x", family="spaceship")
+    with pytest.raises(ValueError, match="defects"):
+        LineSpec(class_name="x", family="tile", defects=("scratch",))
+    with pytest.raises(ValueError, match="plain folder name"):
+        line_spec("a/b")
+
+
+def test_capture_is_an_organized_metric_cloud(spec):
+    part = render_part(spec, 0, 0)
+    assert part.rgb.shape == (SIZE, SIZE, 3) and part.rgb.dtype == np.uint8
+    assert part.xyz.shape == (SIZE, SIZE, 3) and part.xyz.dtype == np.float32
+    assert part.gt.shape == (SIZE, SIZE) and not part.gt.any() and part.defect == "good"
+    unmeasured = (part.xyz == 0).all(axis=-1)
+    assert ((part.xyz == 0).any(axis=-1) == unmeasured).all()  # a point is all zeros or none
+    assert 0 < unmeasured.mean() < 0.2
+    z = part.xyz[..., 2][~unmeasured]
+    assert 0.15 < z.min() and z.max() < 0.3  # metres in front of the camera
+    # The part stands out of the plane by about its height.
+    assert np.percentile(z, 99) - np.percentile(z, 1) > 0.6 * spec.part_height
+
+
+@pytest.mark.parametrize("defect", DEFECTS)
+def test_defect_changes_only_its_ground_truth(spec, defect):
+    good, bad = render_part(spec, 7, 5), render_part(spec, 7, 5, defect)
+    gt = bad.gt > 0
+    assert bad.defect == defect and bad.defect_kind == DEFECT_KINDS[defect]
+    assert 0.0005 < gt.mean() < 0.04, f"{defect} covers {100 * gt.mean():.2f}% of the image"
+    dz = np.abs(bad.xyz - good.xyz).max(axis=-1)
+    if bad.defect_kind == "appearance":
+        assert np.array_equal(bad.xyz, good.xyz)
+    else:
+        # Outside the ground truth the cloud moves by less than the change that counts as a defect.
+        assert dz[~gt].max() <= GEOMETRY_THRESHOLD * 1.01
+        assert dz[gt].max() > 3 * GEOMETRY_THRESHOLD
+    drgb = np.abs(bad.rgb.astype(int) - good.rgb.astype(int)).max(axis=-1)
+    if bad.defect_kind == "appearance":  # (shape changes also shade the surroundings a little)
+        assert drgb[~gt].max() <= np.ceil(APPEARANCE_THRESHOLD * 255 * 1.2) + 1
+    if bad.defect_kind != "geometry":
+        assert drgb[gt].max() >= 25  # noticeable to a person
+
+
+@pytest.mark.parametrize("defect", DEFECTS)
+def test_geometry_defects_keep_albedo_and_appearance_defects_keep_shape(defect):
+    spec = line_spec("tile", 0, SIZE)
+    scene = part_scene(spec, 2, 9)
+    after, gt = defective_scene(spec, 2, 9, defect)
+    kind = DEFECT_KINDS[defect]
+    assert np.array_equal(after.albedo, scene.albedo) == (kind == "geometry")
+    assert np.array_equal(after.height, scene.height) == (kind == "appearance")
+    # The noise of the capture is the part's, not the defect's.
+    assert np.array_equal(after.depth_noise, scene.depth_noise) and np.array_equal(after.rgb_noise, scene.rgb_noise)
+    changed = (np.abs(after.height - scene.height) > GEOMETRY_THRESHOLD) | (
+        np.abs(after.albedo - scene.albedo).max(axis=-1) > APPEARANCE_THRESHOLD
+    )
+    assert changed[gt].mean() > 0.9 and not changed[~gt].any()
+
+
+def test_defects_are_the_same_size_in_metres_at_every_image_size():
+    fractions = {}
+    for size in (64, 192):
+        spec = dataclasses.replace(line_spec("bagel", 0, size), defects=DEFECTS)
+        fractions[size] = np.mean([(render_part(spec, i, 0, d).gt > 0).mean() for i, d in enumerate(DEFECTS)])
+    assert 0.5 < fractions[64] / fractions[192] < 2.0
+
+
+def test_defect_plan_is_exact_and_balanced():
+    spec = line_spec("foam", 0, SIZE)
+    plan = defect_plan(spec, 40, 0.25, 0)
+    defects = [d for d in plan if d]
+    assert len(plan) == 40 and len(defects) == 10
+    counts = [defects.count(d) for d in spec.defects]
+    assert max(counts) - min(counts) <= 1
+    assert plan == defect_plan(spec, 40, 0.25, 0) and plan != defect_plan(spec, 40, 0.25, 1)
+    with pytest.raises(ValueError, match="defect_rate"):
+        defect_plan(spec, 10, 1.5, 0)
+
+
+def test_iter_parts_finite_follows_the_plan_and_endless_keeps_going():
+    spec = line_spec("gland", 0, 48)
+    parts = list(iter_parts("gland", 6, 0.5, 0, image_size=48))
+    assert [p.defect if p.defect != "good" else None for p in parts] == defect_plan(spec, 6, 0.5, 0)
+    assert [p.part_index for p in parts] == list(range(6))
+    stream = iter_parts("gland", None, 1.0, 0, image_size=48)
+    endless = [next(stream) for _ in range(3)]
+    assert all(p.defect in spec.defects for p in endless)
