@@ -9,6 +9,7 @@ from hypothesis.extra.numpy import arrays
 from edge_runtime.pointcloud import (
     foreground_mask,
     largest_cluster,
+    largest_component,
     normalize_points,
     preprocess_organized,
     remove_background_plane,
@@ -65,16 +66,30 @@ def test_plane_removal_is_deterministic_and_rejects_bad_border():
         remove_background_plane(empty_border, border=5)
 
 
-def test_largest_cluster_removes_floating_speck():
+@pytest.mark.parametrize("clean", [largest_cluster, largest_component])
+def test_cleaning_removes_floating_speck(clean):
     xyz, height = _scene()
     part = remove_background_plane(xyz)
     speck_mask = np.zeros((SIZE, SIZE), dtype=bool)
     speck_mask[2:9, 2:9] = True  # 49 pixels, a dense blob 5 cm nearer the camera
     part[speck_mask] = np.array([-0.03, -0.03, 0.40]) + np.random.default_rng(0).normal(0, 0.0008, (49, 3))
-    cleaned = largest_cluster(part)
+    before = part.copy()
+    cleaned = clean(part)
+    np.testing.assert_array_equal(part, before)
     assert not foreground_mask(cleaned)[speck_mask].any()
     kept = foreground_mask(part) & ~speck_mask
     np.testing.assert_array_equal(foreground_mask(cleaned), kept)
+
+
+def test_grid_cleaning_bridges_small_gaps_and_splits_far_pieces():
+    xyz, _ = _scene(2)
+    part = remove_background_plane(xyz)
+    part[:, SIZE // 2 : SIZE // 2 + 2] = 0  # a 2-pixel unmeasured seam across the part
+    np.testing.assert_array_equal(foreground_mask(largest_component(part, reach=3)), foreground_mask(part))
+    far = part.copy()
+    far[:, SIZE // 2 + 2 :] += np.float32(0.05)  # the right half 5 cm away: a separate piece
+    kept = foreground_mask(largest_component(far, reach=3))
+    assert kept.sum() < foreground_mask(far).sum()
 
 
 def test_largest_cluster_needs_foreground():
@@ -107,7 +122,7 @@ def test_normalize_points_rejects_degenerate():
 
 def test_preprocess_organized_shape_and_zeros():
     xyz, height = _scene(2, h=48, w=SIZE)
-    cleaned = largest_cluster(remove_background_plane(xyz))
+    cleaned = largest_component(remove_background_plane(xyz))
     out = preprocess_organized(xyz, 32)
     assert out.shape == (32, 32, 3) and out.dtype == np.float32
     fg = foreground_mask(out)
@@ -120,6 +135,12 @@ def test_preprocess_organized_shape_and_zeros():
     assert not fg[:4].any() and not fg[-4:].any()
     plain = preprocess_organized(xyz, 32, remove_plane=False, clean=False)
     assert foreground_mask(plain).sum() > fg.sum()
+    dbscan = largest_cluster(remove_background_plane(xyz))
+    dbscan_points = {tuple(p) for p in dbscan[foreground_mask(dbscan)]}
+    out_dbscan = preprocess_organized(xyz, 32, cleaning="dbscan")
+    assert all(tuple(p) in dbscan_points for p in out_dbscan[foreground_mask(out_dbscan)])
+    with pytest.raises(ValueError, match="cleaning"):
+        preprocess_organized(xyz, 32, cleaning="magic")
 
 
 def test_preprocess_organized_rejects_empty():

@@ -4,7 +4,7 @@ grouping (IPG) and the weight-free FPFH encoder. Pure numpy + Open3D."""
 from .fpfh import DEFAULT_RADII, fpfh_features
 from .grouping import Groups, curvature, group_cloud, iterative_point_grouping
 from .organized import flat_to_organized, foreground_mask, organized_to_flat, pad_to_square, resize_nearest
-from .preprocess import largest_cluster, normalize_points, preprocess_organized, remove_background_plane
+from .preprocess import largest_cluster, largest_component, normalize_points, preprocess_organized, remove_background_plane
 from .sampling import farthest_point_sampling, knn
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "iterative_point_grouping",
     "knn",
     "largest_cluster",
+    "largest_component",
     "normalize_points",
     "organized_to_flat",
     "pad_to_square",

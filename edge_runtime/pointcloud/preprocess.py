@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import open3d as o3d
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from ._validation import check_organized, check_points, check_positive_int
 from .organized import pad_to_square, resize_nearest
@@ -115,6 +117,57 @@ def largest_cluster(xyz, eps: float = 0.006, min_points: int = 30) -> np.ndarray
     return out.reshape(arr.shape)
 
 
+def largest_component(xyz, eps: float = 0.006, reach: int = 3) -> np.ndarray:
+    """Keep only the largest connected part of an organized cloud, zero the rest.
+
+    Two measured pixels are linked when they lie within ``reach`` pixels of each
+    other in the grid and within ``eps`` of each other in space; the largest
+    linked set stays. On an organized cloud this does DBSCAN's job (single
+    linkage at ``eps``) through each pixel's grid neighbours only, so it costs
+    O(pixels * reach^2) instead of a 3D radius search; gaps of up to
+    ``reach - 1`` unmeasured pixels do not split a part.
+
+    Parameters
+    ----------
+    xyz : (H, W, 3) float array, organized cloud, 0 = no measurement.
+    eps : linking distance, in cloud units. reach : grid radius in pixels (>= 1).
+
+    Returns
+    -------
+    (H, W, 3) float32; among components of equal size the one holding the lowest pixel wins.
+    """
+    arr = check_organized(xyz)
+    if not eps > 0:
+        raise ValueError(f"eps must be > 0, got {eps}")
+    reach = check_positive_int(reach, "reach")
+    h, w = arr.shape[:2]
+    fg = np.all(arr != 0, axis=-1)
+    if not fg.any():
+        raise ValueError("xyz has an empty foreground (every point is 0)")
+    node = np.full((h, w), -1, dtype=np.int64)
+    node[fg] = np.arange(int(fg.sum()))
+    rows, cols = [], []
+    # Half of the (2 reach + 1)^2 offsets: each undirected link once.
+    offsets = [(dy, dx) for dy in range(0, reach + 1) for dx in range(-reach, reach + 1) if dy > 0 or dx > 0]
+    for dy, dx in offsets:
+        a = (slice(0, h - dy), slice(max(0, -dx), w - max(0, dx)))
+        b = (slice(dy, h), slice(max(0, dx), w - max(0, -dx)))
+        both = fg[a] & fg[b]
+        close = np.sum((arr[a] - arr[b]) ** 2, axis=-1) < eps * eps
+        link = both & close
+        rows.append(node[a][link])
+        cols.append(node[b][link])
+    n = int(fg.sum())
+    graph = coo_matrix((np.ones(sum(len(r) for r in rows), dtype=np.int8), (np.concatenate(rows), np.concatenate(cols))),
+                       shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    sizes = np.bincount(labels)
+    best = labels[np.flatnonzero(sizes[labels] == sizes.max())[0]]
+    out = arr.astype(np.float32, copy=True)
+    out[fg] = np.where((labels == best)[:, None], out[fg], 0.0)
+    return out
+
+
 def normalize_points(points) -> tuple[np.ndarray, np.ndarray, float]:
     """Centre points at their mean and scale them to unit radius.
 
@@ -147,11 +200,13 @@ def preprocess_organized(
     cluster_eps: float = 0.006,
     cluster_min_points: int = 30,
     seed: int = 0,
+    cleaning: str = "grid",
 ) -> np.ndarray:
     """MuSc-V2's preprocessing of an organized cloud for the 3D branch.
 
     Order: background plane removal (remove_background_plane), cleaning to the
-    largest cluster (largest_cluster), zero padding to a square with the part
+    largest connected part (largest_component on the pixel grid, or
+    largest_cluster by DBSCAN: same result on ordinary parts, ~20x slower), zero padding to a square with the part
     centred (pad_to_square), nearest resizing to image_size (resize_nearest).
     Zeros stay zeros throughout: a pixel holds either a measured point or 0.
     (MuSc pads to the next multiple of 100 before resizing; squaring to the
@@ -163,7 +218,8 @@ def preprocess_organized(
     image_size : output side in pixels.
     remove_plane, clean : run those steps.
     plane_distance, plane_border : see remove_background_plane (distance, border).
-    cluster_eps, cluster_min_points : see largest_cluster.
+    cluster_eps, cluster_min_points : see largest_cluster (eps also links largest_component).
+    cleaning : "grid" (largest_component) or "dbscan" (largest_cluster).
     seed : RANSAC seed.
 
     Returns
@@ -176,6 +232,10 @@ def preprocess_organized(
         raise ValueError("xyz has an empty foreground (every point is 0)")
     if remove_plane:
         cloud = remove_background_plane(cloud, distance=plane_distance, border=plane_border, seed=seed)
-    if clean:
+    if cleaning not in ("grid", "dbscan"):
+        raise ValueError(f"cleaning must be 'grid' or 'dbscan', got {cleaning!r}")
+    if clean and cleaning == "grid":
+        cloud = largest_component(cloud, eps=cluster_eps)
+    elif clean:
         cloud = largest_cluster(cloud, eps=cluster_eps, min_points=cluster_min_points)
     return resize_nearest(pad_to_square(cloud), image_size)
