@@ -88,6 +88,15 @@ def test_layers_of_different_width_are_zero_padded():
     np.testing.assert_allclose(out[:, :, 0, :3], aggregate_2d(grids[:1], (1, 3))[:, :, 0], atol=1e-6)
 
 
+def test_rescore_zero_salient_feature_keeps_its_own_score():
+    scores = np.array([0.1, 0.5, 0.9, 0.3], dtype=np.float32)
+    salient = l2_normalize(np.random.default_rng(0).normal(size=(4, 5)))
+    salient[2] = 0
+    out = rescore(scores, salient, (1, 3))
+    assert np.isfinite(out).all()
+    assert out[2] == pytest.approx(1.0)  # its own min-max normalized score, for every k
+
+
 def test_upsample_corners_keep_grid_values():
     g = np.arange(12, dtype=np.float32).reshape(1, 3, 4)
     up = upsample_2d(g, (7, 10))

@@ -79,21 +79,6 @@ def extract_class(name: str, samples: list, extractor: FeatureExtractor) -> Clas
     return ClassData(name, samples, feats, rgbs, np.stack(gts), labels, per_part)
 
 
-def restrict(features: PartFeatures, modalities: Sequence[str]) -> PartFeatures:
-    """The same part with only the given modalities."""
-    drop2 = "2d" not in modalities
-    drop3 = "3d" not in modalities
-    return dataclasses.replace(
-        features,
-        z2=None if drop2 else features.z2,
-        z3=None if drop3 else features.z3,
-        point2patch=None if drop3 else features.point2patch,
-        pixel_index=None if drop3 else features.pixel_index,
-        idw_index=None if drop3 else features.idw_index,
-        idw_weight=None if drop3 else features.idw_weight,
-    )
-
-
 def run_batch(data: ClassData, combo: Combination, settings: InspectionSettings, subset: int | None, seed: int):
     """(maps (N, S, S), scores (N,)) with every part scored in one pool or in pools of ``subset``."""
     n = len(data.features)
@@ -105,7 +90,7 @@ def run_batch(data: ClassData, combo: Combination, settings: InspectionSettings,
         idx = order[start : start + size]
         if len(idx) < 3:  # a tail too small to score joins the previous pool
             idx = order[max(0, n - size) :]
-        pool = [restrict(data.features[i], combo.modalities) for i in idx]
+        pool = [data.features[i].only(combo.modalities) for i in idx]
         m, _, s = score_pool(pool, combo.modalities, settings.interval, settings.k_list, settings.map_sigma)
         maps[idx], scores[idx] = m, s
     return maps, scores, np.ones(n, bool)
@@ -121,7 +106,7 @@ def run_replay(data: ClassData, combo: Combination, settings: InspectionSettings
     scores = np.zeros(n, np.float32)
     scored = np.zeros(n, bool)
     for i, f in enumerate(data.features):
-        for d in inspector.inspect_features(str(i), i, restrict(f, combo.modalities)):
+        for d in inspector.inspect_features(str(i), i, f.only(combo.modalities)):
             j = int(d.part)
             if d.score is not None:
                 maps[j], scores[j], scored[j] = d.anomaly_map, d.score, True

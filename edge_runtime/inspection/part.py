@@ -1,6 +1,7 @@
 """What the window keeps of one part: its aggregated features and how to paint its maps."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +51,16 @@ class PartFeatures:
         if z is None:
             raise ValueError(f"part has no {modality} features")
         return z
+
+    def only(self, modalities) -> "PartFeatures":
+        """The same part with only the given modalities' features."""
+        keep3 = "3d" in modalities
+        return dataclasses.replace(
+            self,
+            z2=self.z2 if "2d" in modalities else None,
+            **{n: getattr(self, n) if keep3 else None
+               for n in ("z3", "point2patch", "pixel_index", "idw_index", "idw_weight")},
+        )
 
     def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
         """Flat arrays for persistence (``np.savez``); ``from_arrays`` reverses it."""

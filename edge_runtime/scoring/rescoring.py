@@ -24,7 +24,8 @@ def rescore(scores: np.ndarray, salient: np.ndarray, k_list: Sequence[int] = (1,
     k_list : neighbour counts (each >= 1, clamped to N); the result is the
         mean over k of the similarity-weighted mean of the min-max normalized
         scores of the k most similar samples (the sample itself included).
-        Not mutated.
+        Not mutated. A sample whose top-k similarities sum to <= 0 (a zero
+        salient feature) keeps its own normalized score for that k.
 
     Returns
     -------
@@ -47,5 +48,9 @@ def rescore(scores: np.ndarray, salient: np.ndarray, k_list: Sequence[int] = (1,
         k = min(k, n)
         top = order[:, :k]
         w = np.take_along_axis(sim, top, axis=1)
-        out += np.sum(w * norm[top], axis=1) / np.sum(w, axis=1)
+        total = np.sum(w, axis=1)
+        # A zero salient feature (e.g. an empty descriptor) has no similar
+        # samples to borrow from: it keeps its own score instead of 0 / 0.
+        safe = total > 0
+        out += np.where(safe, np.sum(w * norm[top], axis=1) / np.where(safe, total, 1), norm)
     return out / np.float32(len(ks))
