@@ -153,9 +153,9 @@ class LineInspector:
                               "message": f"window holds {len(self.window)} of the {s.min_window} parts scoring needs"}
             return decision
         t = time.perf_counter()
-        for name in self.window.members:  # parts decided before the window was warm get proper scores once
-            stale = self._scored.get(name)
-            if name != pending.part and stale is not None and stale.references < s.min_window - 1:
+        for name in self.window.members:  # parts that arrived before the window was warm get scores once
+            known = self._scored.get(name)
+            if name != pending.part and (known is None or known.references < s.min_window - 1):
                 self._scored[name] = self._score_member(name)[1]
         anomaly_map, mine = self._score_member(pending.part)
         self._scored[pending.part] = mine

@@ -21,7 +21,7 @@ class LineThreshold:
     def __init__(self, table: dict):
         self.policy = ThresholdPolicy.from_table(table)
         self._override: tuple[float, str] | None = None
-        self._last: tuple[float | None, str] = (None, self.policy.name)
+        self._last: tuple[float | None, str] = (None, self.policy.policy)
 
     def override(self, value: float, source: str = "fixed") -> None:
         if not np.isfinite(value):
@@ -40,7 +40,7 @@ class LineThreshold:
         Raises ValueError when no threshold applies (too few scores, or a stored
         value on another scale).
         """
-        if unlabeled_only and (self._override or self.policy.name not in UNLABELED):
+        if unlabeled_only and (self._override or self.policy.policy not in UNLABELED):
             raise ValueError("a stored threshold applies to the line's full-modality scores, not to this partial part")
         if self._override:
             return self._override
@@ -49,7 +49,8 @@ class LineThreshold:
         return self._last
 
     def state(self) -> dict:
-        return {"override": list(self._override) if self._override else None}
+        return {"override": list(self._override) if self._override else None, "last": list(self._last)}
 
     def load_state(self, state: dict) -> None:
         self._override = tuple(state["override"]) if state.get("override") else None
+        self._last = tuple(state.get("last") or (None, self.policy.policy))

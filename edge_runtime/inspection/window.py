@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from edge_runtime.inspection.part import PartFeatures
-from edge_runtime.scoring import DEFAULT_BUDGET, enhance, interval_mean, min_distances
+from edge_runtime.scoring import DEFAULT_BUDGET, augment, enhance, interval_mean, min_distances
 from edge_runtime.scoring._checks import check_interval
 
 
@@ -37,7 +37,9 @@ class LineWindow:
         self._order: list[str] = []  # members, oldest first
         self._slot: dict[str, int] = {}
         self._parts: list[PartFeatures | None] = [None] * self.capacity
-        self._feats: dict[str, np.ndarray] = {}  # modality -> (capacity, L, n_layers, C) float16
+        # modality -> (n_layers, capacity, L, C + 2) float32: members' features, augmented once
+        # on arrival so each later arrival is one GEMM against this contiguous buffer
+        self._right: dict[str, np.ndarray] = {}
         self._rows: dict[str, np.ndarray] = {}  # modality -> (n_layers, capacity, L, capacity) float32
 
     def __len__(self) -> int:
@@ -69,20 +71,23 @@ class LineWindow:
         slot = next(s for s in range(self.capacity) if self._parts[s] is None)
         others = np.array([self._slot[p] for p in self._order], dtype=np.int64)
         for m in self.modalities:
-            z = features.features(m)
-            self._feats[m][slot] = z
-            rows = self._rows[m]
-            rows[:, slot, :, slot] = np.inf  # a part is not its own reference
-            if others.size:
-                refs = self._feats[m][others]
-                for layer in range(z.shape[1]):
-                    to_refs, from_refs = min_distances(z[:, layer], refs[:, :, layer], self.budget)
-                    rows[layer, slot][:, others] = to_refs
-                    rows[layer, others, :, slot] = from_refs
+            self._insert(m, slot, others, features.features(m))
         self._parts[slot] = features
         self._slot[part] = slot
         self._order.append(part)
         return evicted
+
+    def _insert(self, modality: str, slot: int, others: np.ndarray, z: np.ndarray) -> None:
+        """Fill ``slot`` with z (L, n_layers, C): its rows and its column in the other members' rows."""
+        right, rows = self._right[modality], self._rows[modality]
+        rows[:, slot, :, slot] = np.inf  # a part is not its own reference
+        for layer in range(z.shape[1]):
+            if others.size:
+                # Against the whole buffer: no gather copy; unused slots' columns are never read.
+                to_refs, from_refs = min_distances(z[:, layer], right[layer], self.budget, augmented=True)
+                rows[layer, slot][:, others] = to_refs[:, others]
+                rows[layer, others, :, slot] = from_refs[others]
+            right[layer, slot] = augment(z[:, layer], "right")
 
     def remove(self, part: str) -> None:
         """Drop a part; its column stops counting for every other member."""
@@ -91,12 +96,13 @@ class LineWindow:
         self._parts[slot] = None
 
     def _check_shape(self, modality: str, z: np.ndarray) -> None:
-        if modality not in self._feats:
-            l, n_layers, c = z.shape
-            self._feats[modality] = np.zeros((self.capacity, l, n_layers, c), dtype=np.float16)
+        l, n_layers, c = z.shape
+        if modality not in self._right:
+            self._right[modality] = np.zeros((n_layers, self.capacity, l, c + 2), dtype=np.float32)
             self._rows[modality] = np.full((n_layers, self.capacity, l, self.capacity), np.inf, dtype=np.float32)
-        elif z.shape != self._feats[modality].shape[1:]:
-            raise ValueError(f"{modality} features of shape {z.shape} do not match the window's {self._feats[modality].shape[1:]}")
+        elif (n_layers, l, c + 2) != (self._right[modality].shape[0],) + self._right[modality].shape[2:]:
+            have = self._right[modality].shape
+            raise ValueError(f"{modality} features of shape {z.shape} do not match the window's {(have[2], have[0], have[3] - 2)}")
 
     def references(self, part: str) -> np.ndarray:
         """Slots of ``part``'s references (every other member, oldest first)."""
@@ -133,8 +139,10 @@ class LineWindow:
             raise ValueError("window is empty: nothing to score against")
         z = features.features(modality)
         self._check_shape(modality, z)
-        refs = self._feats[modality][[self._slot[p] for p in self._order]]
-        layers = [min_distances(z[:, layer], refs[:, :, layer], self.budget)[0] for layer in range(z.shape[1])]
+        members = [self._slot[p] for p in self._order]
+        right = self._right[modality]
+        layers = [min_distances(z[:, layer], right[layer], self.budget, augmented=True)[0][:, members]
+                  for layer in range(z.shape[1])]
         return np.mean([interval_mean(o, self.interval) for o in layers], axis=0, dtype=np.float32)
 
     def state(self) -> dict[str, np.ndarray]:
@@ -160,8 +168,9 @@ class LineWindow:
         for i, p in enumerate(members):
             features = PartFeatures.from_arrays(state, f"window_part{i}_")
             for m in window.modalities:
-                window._check_shape(m, features.features(m))
-                window._feats[m][i] = features.features(m)
+                z = features.features(m)
+                window._check_shape(m, z)
+                window._right[m][:, i] = augment(z.transpose(1, 0, 2), "right")
             window._parts[i] = features
             window._slot[p] = i
             window._order.append(p)

@@ -13,6 +13,7 @@ from edge_runtime.scoring.maps import (
 )
 from edge_runtime.scoring.mutual import (
     DEFAULT_BUDGET,
+    augment,
     interval_mean,
     min_distances,
     mutual_scores,
@@ -25,6 +26,7 @@ __all__ = [
     "DEFAULT_BUDGET",
     "aggregate_2d",
     "aggregate_3d",
+    "augment",
     "enhance",
     "idw_weights",
     "image_scores",

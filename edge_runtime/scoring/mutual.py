@@ -19,14 +19,20 @@ from edge_runtime.scoring._checks import as_float_array, check_interval, interva
 DEFAULT_BUDGET = 512 * 2**20  # bytes of distance block materialised at once
 
 
-def _augment(z: np.ndarray, side: str) -> np.ndarray:
-    """(..., L, C) -> (..., L, C + 2) float32 such that left @ right.T = squared distances."""
-    z = z.astype(np.float32, copy=False)
+def augment(z: np.ndarray, side: str) -> np.ndarray:
+    """(..., L, C) -> (..., L, C + 2) float32 such that left @ right.T = squared distances.
+
+    side : "left" ([z, |z|^2, 1], the query) or "right" ([-2z, 1, |z|^2], the references).
+    Keeping references augmented lets a window reuse them on every arrival.
+    """
+    z = np.asarray(z).astype(np.float32, copy=False)
     sq = np.einsum("...c,...c->...", z, z)[..., None]
     one = np.ones_like(sq)
     if side == "left":
         return np.concatenate([z, sq, one], axis=-1)
-    return np.concatenate([-2.0 * z, one, sq], axis=-1)
+    if side == "right":
+        return np.concatenate([-2.0 * z, one, sq], axis=-1)
+    raise ValueError(f"side must be 'left' or 'right', got {side!r}")
 
 
 def _check_features(z, name: str) -> np.ndarray:
@@ -43,14 +49,15 @@ def _refs_per_block(l_query: int, l_ref: int, budget: int) -> int:
 
 
 def min_distances(
-    query: np.ndarray, refs: np.ndarray, budget: int = DEFAULT_BUDGET
+    query: np.ndarray, refs: np.ndarray, budget: int = DEFAULT_BUDGET, augmented: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-reference minimum distances in both directions, one layer.
 
     Parameters
     ----------
     query : (L, C) float, one sample's patch features.
-    refs : (M, L2, C) float, M reference samples.
+    refs : (M, L2, C) float, M reference samples; or, with ``augmented``, the
+        same already passed through ``augment(refs, "right")`` ((M, L2, C + 2) float32).
     budget : bytes of distance block materialised at once.
 
     Returns
@@ -58,13 +65,13 @@ def min_distances(
     to_refs : (L, M) float32, to_refs[p, j] = min_q ||query[p] - refs[j, q]||.
     from_refs : (M, L2) float32, from_refs[j, q] = min_p ||refs[j, q] - query[p]||.
     """
-    q = _augment(np.asarray(query), "left")
+    q = augment(query, "left")
     m, l2, _ = refs.shape
     to_refs = np.empty((q.shape[0], m), dtype=np.float32)
     from_refs = np.empty((m, l2), dtype=np.float32)
     step = _refs_per_block(q.shape[0], l2, budget)
     for s in range(0, m, step):
-        r = _augment(np.asarray(refs[s : s + step]), "right")  # (m', L2, C+2)
+        r = refs[s : s + step] if augmented else augment(refs[s : s + step], "right")  # (m', L2, C+2)
         block = q @ r.reshape(-1, r.shape[-1]).T  # (L, m' * L2) squared distances
         block = block.reshape(q.shape[0], -1, l2)
         to_refs[:, s : s + step] = block.min(axis=2)

@@ -1,0 +1,128 @@
+"""LineInspector on simulated parts with the real default encoders (ONNX Runtime + FPFH)."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from edge_runtime.inspection.features import FeatureExtractor, InspectionError
+from edge_runtime.inspection.inspector import LineInspector
+from edge_runtime.inspection.settings import InspectionSettings
+from edge_runtime.sim.generator import iter_parts
+
+SETTINGS = InspectionSettings(window=10, min_window=6, groups=256, group_size=32)
+N_PARTS = 12
+
+
+@pytest.fixture(scope="module")
+def parts():
+    return list(iter_parts("tile", N_PARTS, 0.25, seed=3))
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    return FeatureExtractor.from_settings(SETTINGS)
+
+
+@pytest.fixture(scope="module")
+def extracted(parts, extractor):
+    return [extractor.extract(p.rgb, p.xyz) for p in parts]
+
+
+def run(inspector, extracted, start=0):
+    out = []
+    for i, (f, pre, lat) in enumerate(extracted[start:], start):
+        out += inspector.inspect_features(f"p{i}", i, f, pre, lat)
+    return out
+
+
+def test_features_are_pixel_aligned_and_normalized(extracted):
+    f, pre, latency = extracted[0]
+    assert f.z2.shape == (28 * 28, 3, 112) and f.z2.dtype == np.float16
+    assert f.z3.shape == (256, 3, 33)
+    np.testing.assert_allclose(np.linalg.norm(f.z2.astype(np.float32), axis=-1), 1, atol=2e-3)
+    assert pre.rgb.shape == (224, 224, 3) and pre.xyz.shape == (224, 224, 3)
+    assert f.point2patch.max() < 28 * 28 and f.pixel_index.max() < 224 * 224
+    assert {"preprocess", "encode", "aggregate"} <= set(latency)
+
+
+def test_verdicts_after_warm_up_with_threshold_and_regions(parts, extractor, extracted):
+    inspector = LineInspector(SETTINGS, "tile", extractor=extractor)
+    decisions = run(inspector, extracted)
+    assert [d.part for d in decisions] == [f"p{i}" for i in range(N_PARTS)]
+    warm = SETTINGS.min_window - 1
+    for d in decisions[:warm]:
+        assert d.verdict == "inconclusive" and d.error["code"] == "warming_up" and d.score is None
+    for d in decisions[warm:]:
+        assert d.verdict in ("ok", "ng") and d.threshold_source == "mad"
+        assert d.anomaly_map.shape == (224, 224) and np.isfinite(d.score)
+        assert {"window", "score", "rescore"} <= set(d.latency_ms)
+        assert bool(d.regions) == (d.verdict == "ng")
+    scored = [(d.score, p.defect != "good") for d, p in zip(decisions[warm:], parts[warm:])]
+    good = [s for s, bad in scored if not bad]
+    bad = [s for s, bad in scored if bad]
+    assert bad and good and min(bad) > np.median(good)
+
+
+def test_decision_delay_and_flush(extractor, extracted):
+    delayed = dataclasses.replace(SETTINGS, decision_delay=2)
+    inspector = LineInspector(delayed, "tile", extractor=extractor)
+    decisions = run(inspector, extracted)
+    assert [d.part for d in decisions] == [f"p{i}" for i in range(N_PARTS - 2)]
+    # A delayed decision sees the later parts: the window had 2 more members.
+    assert decisions[-1].window == min(SETTINGS.window, N_PARTS) - 1
+    assert [d.part for d in inspector.flush()] == [f"p{N_PARTS - 2}", f"p{N_PARTS - 1}"]
+    assert inspector.flush() == []
+
+
+def test_state_resumes_warm_with_identical_decisions(extractor, extracted):
+    first = LineInspector(SETTINGS, "tile", extractor=extractor)
+    run(first, extracted[:9])
+    saved = first.state()
+    resumed = LineInspector(SETTINGS, "tile", extractor=extractor)
+    resumed.load_state(saved)
+    assert resumed.status() == first.status()
+    a, b = run(first, extracted, 9), run(resumed, extracted, 9)
+    assert [(d.verdict, d.score, d.threshold) for d in a] == [(d.verdict, d.score, d.threshold) for d in b]
+    other = LineInspector(dataclasses.replace(SETTINGS, window=11), "tile", extractor=extractor)
+    with pytest.raises(ValueError, match="profile"):
+        other.load_state(saved)
+
+
+def test_partial_part_is_scored_on_what_it_has_without_joining(extractor, extracted):
+    inspector = LineInspector(SETTINGS, "tile", extractor=extractor)
+    run(inspector, extracted[:9])
+    members = list(inspector.window.members)
+    f, pre, lat = extracted[9]
+    (d,) = inspector.inspect_features("only2d", 99, f.only(("2d",)), pre, lat)
+    assert d.modalities == ["2d"] and d.verdict in ("ok", "ng") and d.threshold_source == "mad"
+    assert inspector.window.members == members
+    strict = LineInspector(dataclasses.replace(SETTINGS, allow_partial=False), "tile", extractor=extractor)
+    (d,) = strict.inspect_features("only3d", 1, f.only(("3d",)))
+    assert d.verdict == "inconclusive" and d.error["code"] == "missing_modality"
+
+
+def test_operator_threshold_overrides_policy(extractor, extracted):
+    inspector = LineInspector(SETTINGS, "tile", extractor=extractor)
+    inspector.set_threshold(-1.0, "operator")
+    decisions = run(inspector, extracted[:8])
+    assert decisions[-1].verdict == "ng" and decisions[-1].threshold == -1.0
+    assert decisions[-1].threshold_source == "operator"
+
+
+def test_bad_frames_raise_inspection_errors_naming_the_problem(parts, extractor):
+    inspector = LineInspector(SETTINGS, "tile", extractor=extractor)
+    p = parts[0]
+    cases = [
+        (p.rgb[:, :, :2], p.xyz, "shape"),
+        (p.rgb.astype(np.float32), p.xyz, "shape"),
+        (p.rgb, p.xyz[:100], "shape"),
+        (p.rgb, np.zeros_like(p.xyz), "cloud"),
+        (None, None, "no_modality"),
+    ]
+    for rgb, xyz, code in cases:
+        with pytest.raises(InspectionError) as info:
+            inspector.inspect("bad", 0, rgb, xyz)
+        assert info.value.code == code and str(info.value)
+    inspector.inspect("good", 1, p.rgb, p.xyz)
+    with pytest.raises(InspectionError, match="already"):
+        inspector.inspect("good", 2, p.rgb, p.xyz)
