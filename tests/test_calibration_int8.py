@@ -1,0 +1,108 @@
+"""INT8 calibration data: frames on disk, batches, the cache and its guard; TensorRT where it exists."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from calibration.int8 import (
+    CalibrationFrames,
+    make_int8_calibrator,
+    read_cache,
+    tensorrt_available,
+    write_cache,
+    write_calibration_frames,
+)
+
+SHAPE = (3, 16, 16)
+
+
+def _frames(n: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=SHAPE).astype(np.float32) for _ in range(n)]
+
+
+def test_frames_round_trip_in_batches(tmp_path):
+    frames = _frames(10)
+    assert write_calibration_frames(iter(frames), tmp_path / "f") == 10
+    reader = CalibrationFrames(tmp_path / "f", batch_size=4, input_shape=SHAPE)
+    assert len(reader) == 2 and reader.n_frames == 10  # the last 2 frames make no full batch
+    batches = list(reader)
+    assert all(b.shape == (4, *SHAPE) and b.dtype == np.float32 and b.flags.c_contiguous for b in batches)
+    np.testing.assert_array_equal(batches[1][3], frames[7])
+    assert reader.next_batch() is not None and reader.next_batch() is not None and reader.next_batch() is None
+    reader.reset()
+    np.testing.assert_array_equal(reader.next_batch(), batches[0])
+
+
+def test_npz_and_stacked_npy_layouts(tmp_path):
+    frames = _frames(6)
+    np.savez(tmp_path / "stack.npz", frames=np.stack(frames))
+    np.savez(tmp_path / "each.npz", **{f"f{i:02d}": f for i, f in enumerate(frames)})
+    for path in (tmp_path / "stack.npz", tmp_path / "each.npz"):
+        batches = list(CalibrationFrames(path, batch_size=3, input_shape=SHAPE))
+        np.testing.assert_array_equal(np.concatenate(batches), np.stack(frames))
+    (tmp_path / "stacks").mkdir()
+    np.save(tmp_path / "stacks" / "a.npy", np.stack(frames[:4]))
+    np.save(tmp_path / "stacks" / "b.npy", frames[4])
+    np.save(tmp_path / "stacks" / "c.npy", frames[5])
+    stacked = CalibrationFrames(tmp_path / "stacks", batch_size=2, input_shape=SHAPE)
+    np.testing.assert_array_equal(np.concatenate(list(stacked)), np.stack(frames))
+    (tmp_path / "one").mkdir()
+    np.savez(tmp_path / "one" / "frames.npz", frames=np.stack(frames))
+    assert len(CalibrationFrames(tmp_path / "one", 2, SHAPE)) == 3
+
+
+def test_bad_frames(tmp_path):
+    write_calibration_frames(_frames(4), tmp_path / "f")
+    with pytest.raises(ValueError, match="expected \\(3, 32, 32\\)"):
+        next(iter(CalibrationFrames(tmp_path / "f", 2, (3, 32, 32))))
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        CalibrationFrames(tmp_path / "f", 8, SHAPE)
+    with pytest.raises(ValueError, match="batch_size"):
+        CalibrationFrames(tmp_path / "f", 0, SHAPE)
+    with pytest.raises(FileNotFoundError):
+        CalibrationFrames(tmp_path / "missing.npz", 1, SHAPE)
+    with pytest.raises(ValueError, match="differs"):
+        write_calibration_frames([np.zeros(SHAPE), np.zeros((3, 8, 8))], tmp_path / "g")
+    with pytest.raises(ValueError, match="NaN"):
+        write_calibration_frames([np.full(SHAPE, np.nan)], tmp_path / "h")
+
+
+def test_cache_is_reused_only_for_the_same_frames(tmp_path):
+    write_calibration_frames(_frames(4, seed=1), tmp_path / "a")
+    write_calibration_frames(_frames(4, seed=2), tmp_path / "b")
+    a = CalibrationFrames(tmp_path / "a", 2, SHAPE)
+    b = CalibrationFrames(tmp_path / "b", 2, SHAPE)
+    assert a.digest() == CalibrationFrames(tmp_path / "a", 2, SHAPE).digest()
+    assert a.digest() != b.digest() and a.digest() != CalibrationFrames(tmp_path / "a", 1, SHAPE).digest()
+    cache = tmp_path / "calib.cache"
+    assert read_cache(cache, a.digest()) is None
+    payload = b"TRT-10-EntropyCalibration2\n" + bytes(range(256))
+    write_cache(cache, payload, a.digest())
+    assert read_cache(cache, a.digest()) == payload
+    assert read_cache(cache, b.digest()) is None
+    cache.write_bytes(payload[:10])  # truncated behind the sidecar's back
+    assert read_cache(cache, a.digest()) is None
+
+
+@pytest.mark.skipif(tensorrt_available(), reason="checks the message given where TensorRT is missing")
+def test_calibrator_without_tensorrt_says_so(tmp_path):
+    write_calibration_frames(_frames(2), tmp_path / "f")
+    with pytest.raises(RuntimeError, match="TensorRT"):
+        make_int8_calibrator(CalibrationFrames(tmp_path / "f", 1, SHAPE), tmp_path / "c.cache")
+
+
+@pytest.mark.skipif(not tensorrt_available(), reason="TensorRT (python package `tensorrt`) is not installed here")
+def test_tensorrt_calibrator_serves_batches_and_cache(tmp_path):
+    import tensorrt as trt
+
+    write_calibration_frames(_frames(4), tmp_path / "f")
+    frames = CalibrationFrames(tmp_path / "f", 2, SHAPE)
+    calibrator = make_int8_calibrator(frames, tmp_path / "c.cache")
+    assert isinstance(calibrator, trt.IInt8EntropyCalibrator2)
+    assert calibrator.get_batch_size() == 2
+    assert calibrator.read_calibration_cache() is None
+    pointers = [calibrator.get_batch(["images"]) for _ in range(3)]
+    assert pointers[0] and pointers[1] and pointers[2] is None
+    calibrator.write_calibration_cache(b"cache-bytes")
+    assert make_int8_calibrator(frames, tmp_path / "c.cache").read_calibration_cache() == b"cache-bytes"
