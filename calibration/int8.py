@@ -23,6 +23,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from calibration.files import write_bytes_atomic, write_text_atomic
+from edge_runtime.engines import cuda
 
 
 def write_calibration_frames(frames: Iterable[np.ndarray], folder: str | os.PathLike) -> int:
@@ -131,6 +132,11 @@ class CalibrationFrames:
         self._next += 1
         return self.batch(self._next - 1)
 
+    def stack(self, limit: int | None = 512) -> np.ndarray:
+        """The first ``limit`` frames (all with None) as one (N, C, H, W) float32 array."""
+        n = self.n_frames if limit is None else min(limit, self.n_frames)
+        return np.ascontiguousarray(np.stack([self.frame(i) for i in range(n)]))
+
     def reset(self) -> None:
         self._next = 0
 
@@ -178,8 +184,8 @@ def tensorrt_available() -> bool:
 def make_int8_calibrator(frames: CalibrationFrames, cache_file: str | os.PathLike):
     """A TensorRT ``IInt8EntropyCalibrator2`` serving ``frames`` and keeping its cache at ``cache_file``.
 
-    Needs TensorRT and a CUDA device buffer (torch with CUDA, or CuPy). Raises
-    RuntimeError when TensorRT is missing or has no INT8 calibrators.
+    Needs TensorRT and a GPU (device memory through edge_runtime.engines.cuda,
+    no torch). Raises RuntimeError when TensorRT is missing or has no INT8 calibrators.
     """
     try:
         import tensorrt as trt
@@ -219,9 +225,10 @@ def _calibrator_class(trt):
             if batch is None:
                 return None
             if self._buffer is None:
-                self._buffer = _DeviceBuffer(batch.nbytes)
+                cuda.use_device(0)
+                self._buffer = cuda.DeviceBuffer(batch.nbytes)
             self._buffer.upload(batch)
-            return [self._buffer.pointer]
+            return [self._buffer.ptr]
 
         def read_calibration_cache(self):
             return read_cache(self.cache_file, self.digest())
@@ -230,30 +237,3 @@ def _calibrator_class(trt):
             write_cache(self.cache_file, bytes(cache), self.digest())
 
     return EntropyCalibrator
-
-
-class _DeviceBuffer:
-    """Device memory for one batch, from torch (CUDA) or CuPy, whichever is here."""
-
-    def __init__(self, nbytes: int):
-        try:
-            import torch
-
-            if not torch.cuda.is_available():
-                raise ImportError
-            self._memory = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
-            self.pointer = int(self._memory.data_ptr())
-            self._upload = lambda host: self._memory.copy_(torch.from_numpy(host))
-            return
-        except ImportError:
-            pass
-        try:
-            import cupy
-        except ImportError:
-            raise RuntimeError("INT8 calibration needs device memory: install torch with CUDA or CuPy") from None
-        self._memory = cupy.empty(nbytes, dtype=cupy.uint8)
-        self.pointer = int(self._memory.data.ptr)
-        self._upload = self._memory.set
-
-    def upload(self, batch: np.ndarray) -> None:
-        self._upload(np.ascontiguousarray(batch).view(np.uint8).ravel())

@@ -23,7 +23,7 @@ from edge_runtime.engines.manifest import (
     output_names,
     sha256_file,
 )
-from export.calibration_frames import read_calibration_frames
+from calibration.int8 import CalibrationFrames
 from export.checkpoints import Weights, load_weights
 from export.models import build_features, build_trunk
 from export.onnx_export import OPSET, check_parity, export_onnx, parity, quantize_int8, run_onnx_cpu
@@ -145,7 +145,7 @@ def export_encoder(request: ExportRequest) -> Path:
     if graph_precision == "int8":
         fp32_path = request.out / f"{spec.name}.fp32.onnx"
         export_onnx(model, inputs, names_in, names_out, fp32_path, "fp32", request.opset)
-        frames = read_calibration_frames(request.calibration, request.image_size)
+        frames = CalibrationFrames(request.calibration, 1, (3, request.image_size, request.image_size)).stack()
         quantize_int8(fp32_path, onnx_path, names_in[0], frames)
         fp32_path.unlink()
     else:

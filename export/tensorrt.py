@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
+from calibration.int8 import CalibrationFrames, make_int8_calibrator
 from edge_runtime.engines import cuda
 from edge_runtime.engines.tensorrt_runtime import runtime_target
 
@@ -33,43 +33,14 @@ def require_tensorrt():
     return trt
 
 
-def _entropy_calibrator(trt, frames: np.ndarray, batch: int, cache: Path):
-    """An IInt8EntropyCalibrator2 feeding ``frames`` (N, 3, S, S) in batches; cache at ``cache``."""
-
-    class FolderCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self):
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            cuda.use_device(0)
-            self.next_start = 0
-            self.device = cuda.DeviceBuffer(batch * frames[0].nbytes)
-
-        def get_batch_size(self):
-            return batch
-
-        def get_batch(self, names):
-            if self.next_start + batch > len(frames):
-                return None
-            self.device.upload(frames[self.next_start:self.next_start + batch])
-            self.next_start += batch
-            return [self.device.ptr]
-
-        def read_calibration_cache(self):
-            return cache.read_bytes() if cache.is_file() else None
-
-        def write_calibration_cache(self, data):
-            cache.write_bytes(bytes(data))
-
-    return FolderCalibrator()
-
-
 def build_engine(onnx_path: str | Path, engine_path: str | Path, input_shapes: dict[str, tuple[int, ...]],
-                 precision: str, max_batch: int = 8, frames: np.ndarray | None = None,
+                 precision: str, max_batch: int = 8, frames=None,
                  workspace_gib: float = 2.0) -> dict:
     """Build and write a serialized engine for batches 1..max_batch (optimized for max_batch).
 
     input_shapes: graph input name -> shape at batch 1. precision: "fp32",
-    "fp16" or "int8" (int8 needs ``frames`` float32 (N, 3, S, S), N >= the
-    calibration batch, and a single input). Returns the target it was built
+    "fp16" or "int8" (int8 needs ``frames``, a calibration.int8.CalibrationFrames,
+    and a single input). Returns the target it was built
     for: ``{"tensorrt_version", "gpu_name", "compute_capability"}``.
     """
     trt = require_tensorrt()
@@ -94,12 +65,12 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, input_shapes: d
     if precision == "int8":
         if frames is None or len(input_shapes) != 1:
             raise ValueError("int8 engines need calibration frames and a single image input")
-        batch = min(max_batch, len(frames))
+        batch = frames.batch_size
         name, shape = next(iter(input_shapes.items()))
         calibration_profile = builder.create_optimization_profile()
         calibration_profile.set_shape(name, (batch, *shape[1:]), (batch, *shape[1:]), (batch, *shape[1:]))
         config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = _entropy_calibrator(trt, frames, batch, engine_path.with_suffix(".calib.cache"))
+        config.int8_calibrator = make_int8_calibrator(frames, engine_path.with_suffix(".calib.cache"))
         config.set_calibration_profile(calibration_profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -119,7 +90,6 @@ def add_engine(manifest_path: str | Path, precision: str, max_batch: int = 8,
     from dataclasses import replace
 
     from edge_runtime.engines.manifest import EngineFile, Manifest, ManifestMismatch, sha256_file
-    from export.calibration_frames import read_calibration_frames
 
     require_tensorrt()
     manifest_path = Path(manifest_path)
@@ -131,7 +101,9 @@ def add_engine(manifest_path: str | Path, precision: str, max_batch: int = 8,
         raise ValueError(f"{onnx_path} is already int8-quantized; export it again in fp32 to build an engine")
     if precision == "int8" and calibration is None:
         raise ValueError("an int8 engine needs a calibration folder of preprocessed .npy frames")
-    frames = read_calibration_frames(calibration, manifest.image_size) if precision == "int8" else None
+    frames = None
+    if precision == "int8":
+        frames = CalibrationFrames(calibration, max_batch, (3, manifest.image_size, manifest.image_size))
     engine_path = onnx_path.with_suffix(".engine")
     target = build_engine(onnx_path, engine_path, manifest.input_shapes(1), precision, max_batch, frames)
     engine = EngineFile(path=engine_path.name, sha256=sha256_file(engine_path), precision=precision,
