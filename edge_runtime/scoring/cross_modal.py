@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_runtime.scoring._checks import as_float_array, check_interval
+from edge_runtime.scoring._checks import check_interval
 from edge_runtime.scoring.mutual import (
     DEFAULT_BUDGET,
     _check_features,
