@@ -23,6 +23,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--groups", type=int, default=InspectionSettings.groups, help="3D group centres per part")
     ap.add_argument("--group-size", type=int, default=InspectionSettings.group_size)
+    ap.add_argument("--pooling-3d", choices=["channel", "reference"], default="channel",
+                    help="3D aggregation pooling: per channel, or as the official code (for reproducing its tables)")
     ap.add_argument("--overlays", type=int, default=6, help="anomaly-map pictures per class")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
@@ -31,7 +33,7 @@ def main(argv: list[str]) -> int:
     mods = sorted({m for spec in args.modality for m in spec.split("+")})
     settings = InspectionSettings(
         modalities=tuple(mods), encoder_2d=args.encoder2d, encoder_3d=args.encoder3d, image_size=args.image_size,
-        groups=args.groups, group_size=args.group_size, window=max(args.window + [8]),
+        groups=args.groups, group_size=args.group_size, pooling_3d=args.pooling_3d, window=max(args.window + [8]),
     )
     combos = [Combination(m, "batch") for m in args.modality if "batch" in args.mode]
     combos += [Combination(m, "replay", w) for m in args.modality if "replay" in args.mode for w in args.window]
