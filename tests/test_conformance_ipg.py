@@ -1,22 +1,16 @@
 """Conformance of FPS, KNN and IPG with the official MuSc-V2 code (../shared/conformance)."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edge_runtime.pointcloud import curvature, farthest_point_sampling, iterative_point_grouping, knn
-
-VECTORS = Path(__file__).resolve().parents[1] / ".." / "shared" / "conformance" / "vectors"
+from conftest import load_case
 
 
 @pytest.fixture(scope="module")
 def vector():
-    path = VECTORS / "ipg_gs128_stepbump.npz"
-    if not path.is_file():
-        pytest.fail(f"conformance vector missing: {path.resolve()} (check out ../shared next to the repository)")
-    with np.load(path) as data:
-        return {name: data[name] for name in data.files}
+    return load_case("ipg_gs128_stepbump")[0]
 
 
 def test_fps_reproduces_centres(vector):

@@ -1,13 +1,12 @@
 """Conformance of the metrics with the official MuSc-V2 evaluation (../shared/conformance)."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edge_runtime.evaluate import compute_metrics, pro_thresholds
+from conftest import load_case
 
-VECTORS = Path(__file__).resolve().parents[1] / ".." / "shared" / "conformance" / "vectors"
 # The reference's output order -> this library's keys.
 ORDER = {
     "auroc_sp": "image_auroc",
@@ -22,11 +21,7 @@ ORDER = {
 
 @pytest.fixture(scope="module")
 def vector():
-    path = VECTORS / "metrics.npz"
-    if not path.is_file():
-        pytest.fail(f"conformance vector missing: {path.resolve()} (check out ../shared next to the repository)")
-    with np.load(path) as data:
-        return {name: data[name] for name in data.files}
+    return load_case("metrics")[0]
 
 
 def test_metrics_match_reference(vector):
