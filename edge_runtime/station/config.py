@@ -1,0 +1,238 @@
+"""Station configuration: `station.toml` and one TOML profile per product line.
+
+Every value a station reads from a file is checked here, once; the rest of
+the station receives validated dataclasses. Scoring settings of a profile are
+``InspectionSettings.from_profile``'s; the ``[stream]`` section (pairing timeout,
+queue size and policy) is the station's and is defined here.
+
+station.toml::
+
+    [station]
+    state_dir = "state"          # default: $STATE_DIRECTORY (systemd) or ./state
+    snapshot_every = 32          # persist a line's window every N parts (and at shutdown)
+    synchronous = "normal"       # SQLite: "normal" survives a process crash, "full" a power loss
+    log_level = "INFO"
+    rcvhwm = 32                  # frames buffered at the PULL socket before senders block
+    max_frame_bytes = 268435456  # larger messages are refused by ZeroMQ
+    max_pending = 1024           # parts waiting for their second frame, all lines together
+
+    [endpoints]
+    frames = "tcp://127.0.0.1:5555"
+    verdicts = "tcp://127.0.0.1:5556"
+    control = "tcp://127.0.0.1:5557"
+    reject = ""                  # "" = no reject-gate output; e.g. "tcp://127.0.0.1:5558"
+
+    [lines]
+    profiles_dir = "lines"       # relative to this file
+    enabled = ["bracket", "tile"]  # each loads <profiles_dir>/<name>.toml
+
+A profile's ``[stream]`` section::
+
+    [stream]
+    pair_timeout_ms = 1000       # wait this long for the other sensor's frame
+    queue = 16                   # parts waiting for scoring on this line
+    queue_policy = "block"       # "block": senders wait; "drop_oldest": oldest part gets an overload error
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge_runtime.inspection.settings import InspectionSettings
+from edge_runtime.stream.protocol import NAME
+
+DEFAULT_ENDPOINTS = {
+    "frames": "tcp://127.0.0.1:5555",
+    "verdicts": "tcp://127.0.0.1:5556",
+    "control": "tcp://127.0.0.1:5557",
+    "reject": "",
+}
+DEFAULT_LINE = "default"
+# The embedded default profile: 2D+3D on EfficientNet-Lite0 + FPFH (InspectionSettings' defaults).
+EMBEDDED_PROFILE: dict = {"line": {"name": DEFAULT_LINE}}
+MODALITY_SENSOR = {"2d": "rgb", "3d": "xyz"}
+QUEUE_POLICIES = ("block", "drop_oldest")
+
+
+def _check_keys(table: dict, known: set[str], where: str) -> None:
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """How the station feeds one line: pairing timeout, queue bound and policy."""
+
+    pair_timeout_ms: float = 1000.0
+    queue: int = 16
+    queue_policy: str = "block"
+
+    def __post_init__(self) -> None:
+        if not self.pair_timeout_ms > 0:
+            raise ValueError(f"[stream] pair_timeout_ms must be > 0, got {self.pair_timeout_ms}")
+        if isinstance(self.queue, bool) or not isinstance(self.queue, int) or self.queue < 1:
+            raise ValueError(f"[stream] queue must be an integer >= 1, got {self.queue!r}")
+        if self.queue_policy not in QUEUE_POLICIES:
+            raise ValueError(f"[stream] queue_policy must be one of {QUEUE_POLICIES}, got {self.queue_policy!r}")
+
+    @classmethod
+    def from_table(cls, table: dict) -> "StreamSettings":
+        _check_keys(table, {"pair_timeout_ms", "queue", "queue_policy"}, "[stream]")
+        return cls(**table)
+
+
+@dataclass(frozen=True)
+class LineProfile:
+    """One product line's profile: scoring settings plus stream settings.
+
+    source: the file it came from, or "<embedded>" for the built-in default.
+    """
+
+    settings: InspectionSettings
+    stream: StreamSettings
+    source: str
+    product: str
+
+    @property
+    def sensors(self) -> frozenset[str]:
+        """The sensors whose frames a part of this line needs."""
+        return frozenset(MODALITY_SENSOR[m] for m in self.settings.modalities)
+
+    @property
+    def window_key(self) -> str:
+        """Which saved window fits this profile: the digest of its scoring settings."""
+        return self.settings.digest()
+
+
+def parse_profile(doc: dict, source: str) -> LineProfile:
+    """A profile from its parsed TOML; errors name the file."""
+    try:
+        settings = InspectionSettings.from_profile(doc)
+        stream = StreamSettings.from_table(dict(doc.get("stream", {})))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"line profile {source}: {exc}") from None
+    product = str(doc.get("line", {}).get("name", Path(source).stem))
+    return LineProfile(settings, stream, source, product)
+
+
+def load_profile(path: str | Path) -> LineProfile:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"line profile {path} does not exist")
+    with path.open("rb") as fh:
+        try:
+            doc = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"line profile {path} is not valid TOML: {exc}") from None
+    return parse_profile(doc, str(path))
+
+
+def embedded_profile() -> LineProfile:
+    return parse_profile(EMBEDDED_PROFILE, "<embedded>")
+
+
+@dataclass(frozen=True)
+class StationConfig:
+    """A validated station configuration (see the module docstring for the file)."""
+
+    lines: dict[str, LineProfile]
+    frames: str = DEFAULT_ENDPOINTS["frames"]
+    verdicts: str = DEFAULT_ENDPOINTS["verdicts"]
+    control: str = DEFAULT_ENDPOINTS["control"]
+    reject: str | None = None
+    state_dir: Path = field(default_factory=lambda: default_state_dir())
+    profiles_dir: Path | None = None
+    snapshot_every: int = 32
+    synchronous: str = "normal"
+    log_level: str = "INFO"
+    rcvhwm: int = 32
+    max_frame_bytes: int = 256 * 1024 * 1024
+    max_pending: int = 1024
+    source: str = "<embedded>"
+
+    def __post_init__(self) -> None:
+        if not self.lines:
+            raise ValueError("the station needs at least one line")
+        for name in self.lines:
+            check_line_name(name)
+        for key in ("snapshot_every", "rcvhwm", "max_frame_bytes", "max_pending"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"[station] {key} must be an integer >= 1, got {value!r}")
+        if self.synchronous not in ("normal", "full"):
+            raise ValueError(f"[station] synchronous must be 'normal' or 'full', got {self.synchronous!r}")
+        for key in ("frames", "verdicts", "control") + (("reject",) if self.reject else ()):
+            value = getattr(self, key)
+            if not isinstance(value, str) or "://" not in value:
+                raise ValueError(f"[endpoints] {key} must be a ZeroMQ endpoint like tcp://127.0.0.1:5555, got {value!r}")
+
+    def resolve_profile(self, ref: str) -> LineProfile:
+        """A profile by name (``<profiles_dir>/<name>.toml``; "default" may be the
+        embedded one) or by path."""
+        looks_like_path = ref.endswith(".toml") or "/" in ref
+        if looks_like_path:
+            return load_profile(ref)
+        if self.profiles_dir is not None and (self.profiles_dir / f"{ref}.toml").is_file():
+            return load_profile(self.profiles_dir / f"{ref}.toml")
+        if ref == DEFAULT_LINE:
+            return embedded_profile()
+        where = self.profiles_dir if self.profiles_dir is not None else "(no profiles_dir configured)"
+        raise FileNotFoundError(f"no line profile named {ref!r} in {where}")
+
+
+def check_line_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME.match(name):
+        raise ValueError(f"line name must be letters, digits and _.:- (at most 128), got {name!r}")
+    return name
+
+
+def default_state_dir() -> Path:
+    """$STATE_DIRECTORY (set by systemd's StateDirectory=) or ./state."""
+    env = os.environ.get("STATE_DIRECTORY")
+    return Path(env.split(":")[0]) if env else Path("state")
+
+
+def load_station_config(path: str | Path | None = None, state_dir: str | Path | None = None) -> StationConfig:
+    """Read ``station.toml`` (None: the embedded defaults, one line named "default").
+
+    ``state_dir`` overrides the file's value.
+    """
+    if path is None:
+        return StationConfig(lines={DEFAULT_LINE: embedded_profile()},
+                             **({"state_dir": Path(state_dir)} if state_dir else {}))
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"station config {path} does not exist")
+    with path.open("rb") as fh:
+        try:
+            doc = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"station config {path} is not valid TOML: {exc}") from None
+    _check_keys(doc, {"station", "endpoints", "lines"}, f"{path}")
+    station = dict(doc.get("station", {}))
+    _check_keys(station, {"state_dir", "snapshot_every", "synchronous", "log_level", "rcvhwm",
+                          "max_frame_bytes", "max_pending"}, f"{path} [station]")
+    endpoints = {**DEFAULT_ENDPOINTS, **doc.get("endpoints", {})}
+    _check_keys(endpoints, set(DEFAULT_ENDPOINTS), f"{path} [endpoints]")
+    lines_table = dict(doc.get("lines", {}))
+    _check_keys(lines_table, {"profiles_dir", "enabled"}, f"{path} [lines]")
+    profiles_dir = path.parent / lines_table.get("profiles_dir", "lines")
+    enabled = lines_table.get("enabled", [DEFAULT_LINE])
+    if not isinstance(enabled, list) or not enabled:
+        raise ValueError(f"{path} [lines] enabled must be a non-empty list of line names")
+    if len(set(enabled)) != len(enabled):
+        raise ValueError(f"{path} [lines] enabled lists a line twice: {enabled}")
+    draft = StationConfig(lines={DEFAULT_LINE: embedded_profile()}, profiles_dir=profiles_dir)
+    lines = {check_line_name(name): draft.resolve_profile(name) for name in enabled}
+    chosen_state = state_dir or station.pop("state_dir", None)
+    station.pop("state_dir", None)
+    return StationConfig(
+        lines=lines,
+        frames=endpoints["frames"], verdicts=endpoints["verdicts"], control=endpoints["control"],
+        reject=endpoints["reject"] or None,
+        state_dir=Path(chosen_state) if chosen_state else default_state_dir(),
+        profiles_dir=profiles_dir, source=str(path), **station,
+    )

@@ -1,0 +1,299 @@
+"""The station: sockets, one worker per line, recovery after a crash, control commands.
+
+Threads and what each one owns:
+
+- ingest: the PULL socket, the pairer (``edge_runtime.stream.ingest``);
+- one worker per line: its LineInspector and queue (``edge_runtime.station.worker``);
+- publisher: the PUB and reject-gate PUSH sockets (``edge_runtime.stream.publisher``);
+- control: the REP socket; commands that touch a line run in its worker.
+
+Start-up binds every socket first (a busy port fails fast), loads the lines
+(windows come back from the state directory), re-scores the parts a crash left
+without a verdict, then starts the threads. ``stop`` drains in order: ingest
+(parts still waiting for a frame are decided on what they have), workers
+(queues, pending decisions, window snapshots), publisher, control.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+import zmq
+
+from edge_runtime.station.config import LineProfile, StationConfig
+from edge_runtime.station.metrics import Metrics
+from edge_runtime.station.sink import VerdictSink
+from edge_runtime.station.store import StoredPart, Store
+from edge_runtime.station.worker import LineWorker
+from edge_runtime.stream.control import Control
+from edge_runtime.stream.decode import decode_payload
+from edge_runtime.stream.ingest import Ingest
+from edge_runtime.stream.pairing import Frame, PendingPart
+from edge_runtime.stream.protocol import ProtocolError, parse_frame
+from edge_runtime.stream.publisher import Publisher
+
+log = logging.getLogger(__name__)
+
+_MAX_VERDICTS_REPLY = 1000
+
+
+def load_inspector(profile: LineProfile, line: str):
+    """The real inspector of a line (loads its encoders)."""
+    from edge_runtime.inspection.inspector import LineInspector
+
+    return LineInspector(profile.settings, line)
+
+
+class Station:
+    """A running station for ``config``.
+
+    inspector_factory(profile, line) -> LineInspector; the default loads the
+    profile's encoders.
+    """
+
+    def __init__(self, config: StationConfig,
+                 inspector_factory: Callable[[LineProfile, str], object] = load_inspector):
+        self.config = config
+        self._factory = inspector_factory
+        self.metrics = Metrics()
+        self.workers: dict[str, LineWorker] = {}
+        self._stop_requested = threading.Event()
+        self._switch_lock = threading.Lock()
+        self._started = False
+
+    # --- life cycle ----------------------------------------------------------
+
+    def start(self) -> None:
+        cfg = self.config
+        self.store = Store(cfg.state_dir, cfg.synchronous)
+        self.ctx = zmq.Context()
+        try:
+            self.publisher = Publisher(self.ctx, cfg.verdicts, cfg.reject)
+            self.sink = VerdictSink(self.store, self.publisher, self.metrics)
+            self.ingest = Ingest(self.ctx, cfg.frames, self.workers.get, self.store, self.sink, self.metrics,
+                                 cfg.rcvhwm, cfg.max_frame_bytes, cfg.max_pending)
+            self.control = Control(self.ctx, cfg.control, self.handle)
+        except zmq.ZMQError as exc:
+            self.ctx.destroy(linger=0)
+            self.store.close()
+            raise OSError(f"cannot bind the station's sockets: {exc}") from None
+        try:
+            self._load_lines()
+        except BaseException:
+            self.ctx.destroy(linger=0)
+            self.store.close()
+            raise
+        self.started_at = time.time()
+        self.publisher.start()
+        self._recover()
+        for worker in self.workers.values():
+            worker.start()
+        self.ingest.start()
+        self.control.start()
+        self._started = True
+        log.info("station up: frames %s, verdicts %s, control %s%s; lines %s; state %s",
+                 self.ingest.endpoint, self.publisher.endpoint, self.control.endpoint,
+                 f", reject gate {self.publisher.reject_endpoint}" if self.publisher.reject_endpoint else "",
+                 ", ".join(f"{n} ({w.status['window']}/{w.status['capacity']} warm)" for n, w in self.workers.items()),
+                 cfg.state_dir)
+
+    def _load_lines(self) -> None:
+        """A worker per configured line, on the profile it was last switched to."""
+        cfg = self.config
+        switched = self.store.line_profiles()
+        for line, profile in cfg.lines.items():
+            if line in switched and switched[line] != profile.source:
+                try:
+                    profile = cfg.resolve_profile(switched[line])
+                    log.info("line %s resumes the profile it was switched to: %s", line, profile.source)
+                except (OSError, ValueError) as exc:
+                    log.warning("line %s: switched profile %s unusable (%s); using %s",
+                                line, switched[line], exc, profile.source)
+            self.workers[line] = self._new_worker(line, profile)
+
+    @property
+    def endpoints(self) -> dict[str, str | None]:
+        """The bound endpoints (real ports when the config asked for ``:*``)."""
+        return {"frames": self.ingest.endpoint, "verdicts": self.publisher.endpoint,
+                "control": self.control.endpoint, "reject": self.publisher.reject_endpoint}
+
+    def request_stop(self) -> None:
+        """Ask for a graceful shutdown (signal handlers, the control socket)."""
+        self._stop_requested.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until a shutdown is requested; True if it was."""
+        return self._stop_requested.wait(timeout)
+
+    def run(self) -> None:
+        """start, serve until a shutdown is requested, stop."""
+        self.start()
+        try:
+            while not self._stop_requested.wait(0.2):
+                pass
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Graceful shutdown: drain, decide, persist, close."""
+        if not self._started:
+            return
+        self._started = False
+        log.info("station stopping: draining in-flight parts")
+        self.ingest.stop()
+        self.ingest.join()
+        for worker in self.workers.values():
+            worker.finish()
+        for worker in self.workers.values():
+            worker.join()
+        self.publisher.stop()
+        self.publisher.join()
+        self.control.stop()
+        self.control.join()
+        self.store.close()
+        self.ctx.term()
+        log.info("station stopped; windows saved in %s", self.config.state_dir)
+
+    # --- lines -------------------------------------------------------------
+
+    def _new_worker(self, line: str, profile: LineProfile) -> LineWorker:
+        inspector = self._load_line(line, profile)
+        return LineWorker(line, profile, inspector, self.store, self.sink, self.metrics.line(line),
+                          self.config.snapshot_every)
+
+    def _load_line(self, line: str, profile: LineProfile):
+        """An inspector for ``profile``, with the line's saved window for it when there is one."""
+        t = time.perf_counter()
+        inspector = self._factory(profile, line)
+        state = self.store.load_window(line, profile.window_key)
+        if state is not None:
+            try:
+                inspector.load_state(state)
+            except (ValueError, KeyError) as exc:
+                log.warning("line %s: saved window not usable (%s); starting cold", line, exc)
+                inspector.reset()
+        log.info("line %s: profile %s loaded in %.1f s, window %d/%d", line, profile.source,
+                 time.perf_counter() - t, inspector.status()["window"], inspector.status()["capacity"])
+        return inspector
+
+    def _recover(self) -> None:
+        """Parts a crash left in the store: re-score them (their verdicts are published
+        unless already logged) or put them back to wait for their missing frame."""
+        now = time.monotonic()
+        rescored = waiting = 0
+        for stored in self.store.stored_parts():
+            part = self._stored_to_part(stored, now)
+            if part is None:
+                continue
+            self.ingest.remember(part.line, part.part, "recovered")
+            if stored.decided or part.complete:
+                self.workers[part.line].score(part)
+                rescored += 1
+            else:
+                self.ingest.resume(part, now)
+                waiting += 1
+        if rescored or waiting:
+            log.info("recovery: %d stored parts re-scored, %d wait for their missing frames", rescored, waiting)
+
+    def _stored_to_part(self, stored: StoredPart, now: float) -> PendingPart | None:
+        worker = self.workers.get(stored.line)
+        if worker is None:
+            self.sink.reject(stored.line, stored.part, None, "unknown_line",
+                             f"line {stored.line!r} is no longer served by this station")
+            return None
+        frames = {}
+        try:
+            for rx, header_bytes, payload in stored.frames:
+                header, payload = parse_frame([header_bytes, payload])
+                frames[header.sensor] = Frame(header, decode_payload(header, payload), rx, now)
+        except ProtocolError as exc:
+            self.sink.reject(stored.line, stored.part, exc.seq, exc.code, f"stored frame unreadable: {exc}")
+            return None
+        seq = next(iter(frames.values())).header.seq
+        part = PendingPart(stored.line, stored.part, seq, worker.profile.sensors, now, now, frames, t_left=now)
+        part.reason = "recovered"
+        return part
+
+    # --- control -------------------------------------------------------------
+
+    def handle(self, request: dict) -> dict:
+        """Answer one validated control request (runs in the control thread)."""
+        cmd = request["cmd"]
+        if cmd == "status":
+            return self.status(request.get("line"))
+        if cmd == "shutdown":
+            self.request_stop()
+            return {"message": "shutting down: draining in-flight parts, then saving windows"}
+        if cmd == "switch":
+            return self.switch(request["line"], request["profile"])
+        if cmd == "verdicts":
+            last = request.get("last", 20)
+            parts = request.get("parts")
+            if not isinstance(last, int) or not 1 <= last <= _MAX_VERDICTS_REPLY:
+                raise ValueError(f"last must be an integer in [1, {_MAX_VERDICTS_REPLY}], got {last!r}")
+            if parts is not None and (not isinstance(parts, list) or len(parts) > _MAX_VERDICTS_REPLY
+                                      or not all(isinstance(p, str) for p in parts)):
+                raise ValueError(f"parts must be a list of at most {_MAX_VERDICTS_REPLY} part ids")
+            return {"verdicts": self.store.verdicts(request["line"], last, parts)}
+        if cmd == "snapshot":
+            names = [request["line"]] if request.get("line") else list(self.workers)
+            return {"snapshots": {n: self._worker(n).call(LineWorker.snapshot) for n in names}}
+        worker = self._worker(request["line"])
+        if cmd == "reset":
+            worker.call(LineWorker.reset)
+        elif cmd == "set_threshold":
+            source = str(request.get("source", "manual"))
+            worker.call(lambda w: w.set_threshold(float(request["value"]), source))
+        return {"line": worker.line, "status": worker.status}
+
+    def _worker(self, line: str) -> LineWorker:
+        worker = self.workers.get(line)
+        if worker is None:
+            raise ValueError(f"unknown line {line!r}; lines: {', '.join(sorted(self.workers))}")
+        return worker
+
+    def switch(self, line: str, ref: str) -> dict:
+        """Serve ``line`` with profile ``ref`` (a name in profiles_dir or a path); a new
+        line starts serving. Other lines keep running: the new inspector is loaded here,
+        then swapped in between two parts."""
+        with self._switch_lock:
+            profile = self.config.resolve_profile(ref)
+            worker = self.workers.get(line)
+            if worker is None:
+                worker = self._new_worker(line, profile)
+                worker.start()
+                self.workers[line] = worker
+                self.store.set_line_profile(line, profile.source)
+            else:
+                inspector = self._load_line(line, profile)
+                worker.call(lambda w: w.swap(profile, inspector))
+        log.info("line %s switched to %s (%s)", line, profile.source, worker.inspector.profile_digest)
+        return {"line": line, "source": profile.source, "profile": worker.inspector.profile_digest,
+                "status": worker.status}
+
+    def status(self, line: str | None = None) -> dict:
+        names = [line] if line else list(self.workers)
+        lines = {}
+        for name in names:
+            w = self._worker(name)
+            m = w.metrics.snapshot()
+            lines[name] = {
+                **w.status, "product": w.profile.product, "profile_source": w.profile.source,
+                "model": w.inspector.model_digest, "profile": w.inspector.profile_digest,
+                "queue": w.queue.qsize(), "queue_capacity": w.queue.maxsize,
+                "queue_policy": w.profile.stream.queue_policy,
+                "awaiting_frames": self.ingest.pending_counts.get(name, 0),
+                "busy_ms": None if w.busy_since is None else (time.monotonic() - w.busy_since) * 1e3,
+                "parts_per_s": m["parts_per_s"], "latency_ms": m["latency_ms"],
+                "late": m["counts"].get("late_frames", 0), "dropped": m["counts"].get("dropped_overload", 0),
+                "counts": m["counts"],
+            }
+        station = self.metrics.station.snapshot()["counts"]
+        return {"lines": lines, "station": {
+            "uptime_s": time.time() - self.started_at, "endpoints": self.endpoints,
+            "state_dir": str(self.config.state_dir), "malformed": station.get("malformed", 0),
+            "counts": station, "published": self.publisher.published, "publish_queue": self.publisher.queued,
+            "reject_backlog": self.publisher.reject_backlog,
+        }}

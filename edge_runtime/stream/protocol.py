@@ -1,0 +1,261 @@
+"""Wire protocol version 1: the one place where messages are built and checked.
+
+Sensor frame ``[header, payload]``, verdict ``[topic, header, map?]`` and
+control request/reply, all msgpack (see ARCHITECTURE.md, "Wire protocol").
+Everything that arrives from the network passes through a ``parse_*`` function
+here, which either returns a validated value or raises ``ProtocolError`` with a
+code and a message naming the problem.
+"""
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass
+
+import msgpack
+import numpy as np
+
+VERSION = 1
+SENSORS = {"rgb": "2d", "xyz": "3d"}  # sensor -> modality it feeds
+ENCODINGS = ("png", "jpeg", "raw")
+VERDICTS = ("ok", "ng", "inconclusive", "error")
+COMMANDS = ("status", "switch", "reset", "set_threshold", "snapshot", "verdicts", "shutdown")
+
+# Names travel in ZeroMQ topics and file names: keep them plain.
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_MAX_SIDE = 16384
+
+
+class ProtocolError(ValueError):
+    """A message that breaks protocol v1.
+
+    code: short machine-readable reason ("not_msgpack", "bad_header", "version",
+    "truncated", "dtype", "shape", ...); line / part / seq: what the message
+    identified before it failed, None where unknown (then no verdict can name it).
+    """
+
+    def __init__(self, code: str, message: str, line: str | None = None,
+                 part: str | None = None, seq: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.line = line
+        self.part = part
+        self.seq = seq
+
+    @property
+    def identified(self) -> bool:
+        """True when the message named a line and a part, so a verdict can answer it."""
+        return self.line is not None and self.part is not None
+
+
+@dataclass(frozen=True)
+class FrameHeader:
+    """The header of one sensor frame (protocol v1)."""
+
+    line: str
+    part: str
+    seq: int
+    sensor: str
+    ts: float
+    encoding: str
+    dtype: str
+    shape: tuple[int, int, int]
+    v: int = VERSION
+
+    def to_wire(self) -> dict:
+        return {"v": self.v, "line": self.line, "part": self.part, "seq": self.seq,
+                "sensor": self.sensor, "ts": self.ts, "encoding": self.encoding,
+                "dtype": self.dtype, "shape": list(self.shape)}
+
+    @property
+    def expected_bytes(self) -> int:
+        """Payload size of a raw frame with this dtype and shape."""
+        return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
+
+
+def _unpack(raw: bytes, what: str) -> object:
+    try:
+        return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise ProtocolError("not_msgpack", f"{what} is not msgpack ({type(exc).__name__}: {exc})") from None
+
+
+def _name(obj: dict, key: str) -> str | None:
+    value = obj.get(key)
+    return value if isinstance(value, str) and NAME.match(value) else None
+
+
+def parse_frame(message: list[bytes]) -> tuple[FrameHeader, bytes]:
+    """Validate a received sensor frame ``[header, payload]``.
+
+    Returns the header and the untouched payload bytes; raises ProtocolError.
+    Payload contents (image decoding, sizes of raw arrays) are checked by
+    ``edge_runtime.stream.decode``.
+    """
+    if len(message) != 2:
+        raise ProtocolError("bad_message", f"a sensor frame has 2 parts [header, payload], got {len(message)}")
+    obj = _unpack(message[0], "frame header")
+    if not isinstance(obj, dict):
+        raise ProtocolError("bad_header", f"frame header must be a map, got {type(obj).__name__}")
+    line, part = _name(obj, "line"), _name(obj, "part")
+    seq = obj.get("seq") if isinstance(obj.get("seq"), int) and not isinstance(obj.get("seq"), bool) else None
+    if line is None or part is None:
+        raise ProtocolError("bad_header", "frame header needs 'line' and 'part' strings "
+                            f"(letters, digits, _.:-, at most 128), got line={obj.get('line')!r} "
+                            f"part={obj.get('part')!r}", line, part, seq)
+
+    def fail(code: str, message: str) -> ProtocolError:
+        return ProtocolError(code, f"frame of part {part} (line {line}): {message}", line, part, seq)
+
+    if obj.get("v") != VERSION:
+        raise fail("version", f"protocol version {obj.get('v')!r} is not supported (this station speaks v{VERSION})")
+    missing = [k for k in ("seq", "sensor", "ts", "encoding", "dtype", "shape") if k not in obj]
+    if missing:
+        raise fail("bad_header", "frame header misses " + ", ".join(missing))
+    if seq is None or seq < 0:
+        raise fail("bad_header", f"seq must be a non-negative integer, got {obj['seq']!r}")
+    sensor = obj["sensor"]
+    if sensor not in SENSORS:
+        raise fail("bad_header", f"sensor must be one of {sorted(SENSORS)}, got {sensor!r}")
+    ts = obj["ts"]
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
+        raise fail("bad_header", f"ts must be a finite number (seconds), got {ts!r}")
+    encoding = obj["encoding"]
+    if encoding not in ENCODINGS:
+        raise fail("bad_header", f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    dtype = obj["dtype"]
+    try:
+        # Raw payloads are little-endian by definition: a big-endian dtype is a mistake.
+        dtype = np.dtype(dtype).name if isinstance(dtype, str) and np.dtype(dtype).byteorder != ">" else None
+    except (TypeError, ValueError):
+        dtype = None
+    if dtype is None:
+        raise fail("dtype", f"dtype {obj['dtype']!r} is not a numpy dtype name")
+    shape = obj["shape"]
+    if (not isinstance(shape, (list, tuple)) or len(shape) != 3
+            or not all(isinstance(s, int) and not isinstance(s, bool) for s in shape)
+            or not (0 < shape[0] <= _MAX_SIDE and 0 < shape[1] <= _MAX_SIDE and shape[2] in (1, 3))):
+        raise fail("shape", f"shape must be [h, w, c] with 0 < h, w <= {_MAX_SIDE} and c in (1, 3), got {shape!r}")
+    header = FrameHeader(line, part, seq, sensor, float(ts), encoding, dtype, (shape[0], shape[1], shape[2]))
+    return header, bytes(message[1])
+
+
+def pack_frame(header: FrameHeader, payload: bytes) -> list[bytes]:
+    """The multipart message of one sensor frame."""
+    return [msgpack.packb(header.to_wire()), payload]
+
+
+def encode_frame(line: str, part: str, seq: int, sensor: str, array: np.ndarray,
+                 encoding: str = "raw", ts: float | None = None, jpeg_quality: int = 95) -> list[bytes]:
+    """Build the message a sensor sends for ``array``.
+
+    rgb: (H, W, 3) uint8 in RGB order (or (H, W) / (H, W, 1) mono), any encoding.
+    xyz: (H, W, 3) float32 organized cloud, encoding "raw".
+    """
+    import cv2
+
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    arr = np.asarray(array)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3:
+        raise ValueError(f"frame array must be (H, W, C), got shape {arr.shape}")
+    if encoding == "raw":
+        payload = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+    else:
+        if arr.dtype != np.uint8:
+            raise ValueError(f"{encoding} frames must be uint8, got {arr.dtype}")
+        bgr = arr[:, :, ::-1] if arr.shape[2] == 3 else arr[:, :, 0]
+        ext, params = (".png", []) if encoding == "png" else (".jpg", [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+        ok, buf = cv2.imencode(ext, np.ascontiguousarray(bgr), params)
+        if not ok:
+            raise ValueError(f"OpenCV could not encode a {arr.shape} frame as {encoding}")
+        payload = buf.tobytes()
+    header = FrameHeader(line, part, int(seq), sensor, time.time() if ts is None else float(ts),
+                         encoding, arr.dtype.name, tuple(int(s) for s in arr.shape))
+    return pack_frame(header, payload)
+
+
+# --- verdicts -------------------------------------------------------------
+
+def verdict_topic(line: str) -> bytes:
+    return b"verdict." + line.encode()
+
+
+def pack_verdict(header: dict, map_png: bytes | None = None) -> list[bytes]:
+    """``[topic, header, map?]`` for the PUB socket (and the reject gate)."""
+    check_verdict_header(header)
+    parts = [verdict_topic(header["line"]), msgpack.packb(header, use_bin_type=True)]
+    if map_png is not None:
+        parts.append(map_png)
+    return parts
+
+
+_VERDICT_KEYS = ("v", "line", "part", "seq", "verdict", "score", "threshold", "threshold_source",
+                 "modalities", "window", "latency_ms", "model", "profile", "regions")
+
+
+def check_verdict_header(header: dict) -> dict:
+    """Raise ProtocolError unless ``header`` is a v1 verdict header; return it."""
+    if not isinstance(header, dict):
+        raise ProtocolError("bad_verdict", f"verdict header must be a map, got {type(header).__name__}")
+    missing = [k for k in _VERDICT_KEYS if k not in header]
+    if missing:
+        raise ProtocolError("bad_verdict", "verdict header misses " + ", ".join(missing))
+    if header["v"] != VERSION:
+        raise ProtocolError("version", f"verdict protocol version {header['v']!r} is not v{VERSION}")
+    if header["verdict"] not in VERDICTS:
+        raise ProtocolError("bad_verdict", f"verdict must be one of {VERDICTS}, got {header['verdict']!r}")
+    if header["verdict"] == "error" and not isinstance(header.get("error"), dict):
+        raise ProtocolError("bad_verdict", "an error verdict needs an 'error' map with code and message")
+    return header
+
+
+def parse_verdict(message: list[bytes]) -> tuple[dict, bytes | None]:
+    """Validate a received verdict ``[topic, header, map?]``: (header, map PNG or None)."""
+    if len(message) not in (2, 3):
+        raise ProtocolError("bad_message", f"a verdict has 2 or 3 parts, got {len(message)}")
+    header = check_verdict_header(_unpack(message[1], "verdict header"))
+    if message[0] != verdict_topic(header["line"]):
+        raise ProtocolError("bad_verdict", f"topic {message[0]!r} does not match line {header['line']!r}")
+    return header, (bytes(message[2]) if len(message) == 3 else None)
+
+
+# --- control --------------------------------------------------------------
+
+def parse_request(raw: bytes) -> dict:
+    """Validate a control request; returns the map with a known ``cmd``."""
+    obj = _unpack(raw, "control request")
+    if not isinstance(obj, dict):
+        raise ProtocolError("bad_request", f"a control request must be a map, got {type(obj).__name__}")
+    cmd = obj.get("cmd")
+    if cmd not in COMMANDS:
+        raise ProtocolError("unknown_command", f"unknown command {cmd!r}; known: {', '.join(COMMANDS)}")
+    needs_line = {"switch": ("line", "profile"), "reset": ("line",), "set_threshold": ("line", "value"),
+                  "verdicts": ("line",)}
+    missing = [k for k in needs_line.get(cmd, ()) if k not in obj]
+    if missing:
+        raise ProtocolError("bad_request", f"{cmd} needs " + ", ".join(missing))
+    if "line" in obj and obj["line"] is not None and _name(obj, "line") is None:
+        raise ProtocolError("bad_request", f"line must be a plain name, got {obj['line']!r}")
+    if cmd == "set_threshold":
+        value = obj["value"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ProtocolError("bad_request", f"threshold value must be a finite number, got {value!r}")
+    if cmd == "switch" and not (isinstance(obj["profile"], str) and obj["profile"]):
+        raise ProtocolError("bad_request", f"profile must be a profile name or path, got {obj['profile']!r}")
+    return obj
+
+
+def pack(obj: dict) -> bytes:
+    """msgpack of a control request or reply."""
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def unpack_reply(raw: bytes) -> dict:
+    obj = _unpack(raw, "control reply")
+    if not isinstance(obj, dict) or "ok" not in obj:
+        raise ProtocolError("bad_reply", "a control reply must be a map with 'ok'")
+    return obj

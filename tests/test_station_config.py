@@ -1,0 +1,75 @@
+"""station.toml and line profiles: defaults, the deploy/ examples, errors that name the problem."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge_runtime.station.config import (DEFAULT_ENDPOINTS, StreamSettings, load_profile, load_station_config)
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+
+
+def test_no_config_means_one_default_line_on_the_default_endpoints(monkeypatch):
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    cfg = load_station_config(None)
+    assert list(cfg.lines) == ["default"]
+    settings = cfg.lines["default"].settings
+    assert settings.modalities == ("2d", "3d") and (settings.encoder_2d, settings.encoder_3d) == ("default", "fpfh")
+    assert (cfg.frames, cfg.verdicts, cfg.control) == tuple(DEFAULT_ENDPOINTS[k] for k in ("frames", "verdicts", "control"))
+    assert cfg.reject is None and cfg.state_dir == Path("state")
+    assert cfg.lines["default"].sensors == {"rgb", "xyz"}
+
+
+def test_systemd_state_directory_is_the_default(monkeypatch):
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/musc-edge")
+    assert load_station_config(None).state_dir == Path("/var/lib/musc-edge")
+    assert load_station_config(None, state_dir="/tmp/x").state_dir == Path("/tmp/x")
+
+
+def test_the_deploy_example_loads():
+    cfg = load_station_config(DEPLOY / "station.toml")
+    assert sorted(cfg.lines) == ["tile", "washer"]
+    assert cfg.reject == "tcp://127.0.0.1:5558"
+    assert cfg.lines["washer"].stream.queue_policy == "drop_oldest"
+    assert cfg.lines["tile"].settings.window == 16 and cfg.lines["tile"].settings.min_window == 8
+    assert cfg.resolve_profile("tile").source.endswith("tile.toml")
+    assert cfg.resolve_profile("default").source == "<embedded>"
+
+
+@pytest.mark.parametrize("text, match", [
+    ("[station]\nsnapshot_evry = 3\n", "snapshot_evry"),
+    ("[station]\nsynchronous = 'sometimes'\n", "synchronous"),
+    ("[endpoints]\nframes = 'localhost'\n", "endpoint"),
+    ("[lines]\nenabled = ['nope']\n", "no line profile named 'nope'"),
+    ("[lines]\nenabled = []\n", "non-empty"),
+    ("[pumps]\n", "pumps"),
+    ("[station\n", "not valid TOML"),
+])
+def test_bad_station_files_name_the_problem(tmp_path, text, match):
+    path = tmp_path / "station.toml"
+    path.write_text(text)
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        load_station_config(path)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("[stream]\nqueue_policy = 'drop_newest'\n", "queue_policy"),
+    ("[stream]\nqueue = 0\n", "queue"),
+    ("[stream]\npair_timeout_ms = -1\n", "pair_timeout_ms"),
+    ("[stream]\ntimeout = 5\n", "timeout"),
+    ("[line]\nmin_window = 3\n", "min_window"),
+    ("[scoring]\nwindw = 3\n", "windw"),
+])
+def test_bad_profiles_name_the_file_and_the_problem(tmp_path, text, match):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=match) as err:
+        load_profile(path)
+    assert "bad.toml" in str(err.value)
+
+
+def test_stream_defaults_block_senders():
+    assert StreamSettings().queue_policy == "block"
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_profile("/nonexistent/line.toml")

@@ -1,0 +1,32 @@
+"""`musc-edge demo` runs to its summary: sensors, station, subscriber, pictures, summary.json."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def test_demo_runs_to_its_summary(tmp_path):
+    out = tmp_path / "demo-out"
+    done = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "demo", "--parts", "20", "--defect-rate", "0.3",
+                           "--seed", "1", "--maps", "2", "--out", str(out)],
+                          capture_output=True, text=True, timeout=580)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "=== musc-edge demo summary ===" in done.stdout
+    lines = [line for line in done.stdout.splitlines() if " tile " in line or " washer " in line]
+    assert len(lines) >= 20  # one line per verdict
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["parts"] == 20 and summary["verdicts"].get("error", 0) == 0
+    decided = summary["verdicts"].get("ok", 0) + summary["verdicts"].get("ng", 0)
+    # 10 parts per line; a window below min_window (8) answers inconclusive
+    assert summary["verdicts"]["inconclusive"] >= 2 * 7 and decided >= 2 * 2
+    assert summary["parts_per_s"] > 0 and summary["latency_ms"]["end_to_end_p50"] > 0
+    assert set(summary["lines"]) == {"tile", "washer"}
+    assert summary["pictures"], "no anomaly-map picture written"
+    for picture in summary["pictures"]:
+        assert Path(picture).is_file() and Path(picture).parent == out
