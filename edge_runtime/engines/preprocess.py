@@ -5,6 +5,14 @@ import cv2
 import numpy as np
 
 
+def resize_frame(rgb: np.ndarray, image_size: int) -> np.ndarray:
+    """One uint8 (H, W, 3) frame -> uint8 (image_size, image_size, 3), as the encoder input is resized:
+    INTER_AREA when shrinking (averages like an anti-aliased resize), INTER_LINEAR when enlarging."""
+    h, w = rgb.shape[:2]
+    shrink = h >= image_size and w >= image_size
+    return cv2.resize(rgb, (image_size, image_size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
 def preprocess_rgb(rgb: np.ndarray, image_size: int, mean, std) -> np.ndarray:
     """RGB uint8 frames -> normalized encoder input.
 
@@ -23,12 +31,9 @@ def preprocess_rgb(rgb: np.ndarray, image_size: int, mean, std) -> np.ndarray:
         rgb = rgb[None]
     if rgb.ndim != 4 or rgb.shape[-1] != 3 or rgb.shape[1] < 1 or rgb.shape[2] < 1:
         raise ValueError(f"rgb frames must be (H, W, 3) or (B, H, W, 3), got shape {rgb.shape}")
-    b, h, w, _ = rgb.shape
-    shrink = h >= image_size and w >= image_size
-    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-    out = np.empty((b, image_size, image_size, 3), np.float32)
-    for i in range(b):
-        out[i] = cv2.resize(rgb[i], (image_size, image_size), interpolation=interpolation)
+    out = np.empty((rgb.shape[0], image_size, image_size, 3), np.float32)
+    for i in range(rgb.shape[0]):
+        out[i] = resize_frame(rgb[i], image_size)
     scale = np.float32(1.0 / 255.0)
     mean = np.asarray(mean, np.float32)
     inv_std = np.float32(1.0) / np.asarray(std, np.float32)

@@ -338,6 +338,13 @@ def read_frames(sample: Sample) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
     return rgb, xyz, gt
 
 
+def mask_on_grid(gt: np.ndarray | None, shape: tuple[int, int], image_size: int) -> np.ndarray:
+    """A frame's ground truth (H, W) (None: no defect) on the encoders' square grid:
+    the cloud's padding and nearest resize, so it stays pixel-aligned. (S, S) uint8 in {0, 1}."""
+    mask = np.zeros(shape, np.uint8) if gt is None else (gt > 0).astype(np.uint8)
+    return pointcloud.resize_nearest(pointcloud.pad_to_square(mask), image_size)
+
+
 def load_sample(sample: Sample, image_size: int, **preprocess) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A sample ready for the encoders, every frame on the same square grid.
 
@@ -352,9 +359,7 @@ def load_sample(sample: Sample, image_size: int, **preprocess) -> tuple[np.ndarr
     sample without gt).
     """
     rgb, xyz, gt = read_frames(sample)
-    if gt is None:
-        gt = np.zeros(rgb.shape[:2], np.uint8)
     rgb_s = cv2.resize(pointcloud.pad_to_square(rgb), (image_size, image_size), interpolation=cv2.INTER_AREA)
-    gt_s = pointcloud.resize_nearest(pointcloud.pad_to_square((gt > 0).astype(np.uint8)), image_size)
+    gt_s = mask_on_grid(gt, rgb.shape[:2], image_size)
     xyz_s = pointcloud.preprocess_organized(xyz, image_size, **preprocess)
     return rgb_s, xyz_s.astype(np.float32), gt_s

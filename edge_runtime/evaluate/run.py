@@ -20,7 +20,6 @@ from edge_runtime.evaluate import datasets
 from edge_runtime.evaluate.metrics import compute_metrics
 from edge_runtime.evaluate.overlay import overlay_png
 from edge_runtime.inspection.features import FeatureExtractor, InspectionError
-from edge_runtime.pointcloud import pad_to_square, resize_nearest
 from edge_runtime.inspection.inspector import LineInspector
 from edge_runtime.inspection.part import PartFeatures
 from edge_runtime.inspection.pool import score_pool
@@ -70,8 +69,7 @@ def extract_class(name: str, samples: list, extractor: FeatureExtractor) -> Clas
             raise InspectionError(exc.code, f"{sample.rgb_path}: {exc}") from exc
         feats.append(f)
         rgbs.append(pre.rgb if pre.rgb is not None else np.zeros((size, size, 3), np.uint8))
-        g = np.zeros(rgb.shape[:2], np.uint8) if gt is None else (gt > 0).astype(np.uint8)
-        gts.append(resize_nearest(pad_to_square(g), size))
+        gts.append(datasets.mask_on_grid(gt, rgb.shape[:2], size))
         for k, v in latency.items():
             totals[k] = totals.get(k, 0.0) + v
     labels = np.array([s.label for s in samples], dtype=np.int64)

@@ -14,10 +14,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from edge_runtime import pointcloud
+from edge_runtime.engines.preprocess import resize_frame
 from edge_runtime.inspection.part import PartFeatures
 from edge_runtime.inspection.settings import InspectionSettings
 from edge_runtime.scoring import aggregate_2d, aggregate_3d, idw_weights, l2_normalize, point_to_patch
@@ -112,9 +112,10 @@ class FeatureExtractor:
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise InspectionError("shape", f"rgb must be uint8 (H, W, 3), got {rgb.dtype} {rgb.shape}")
         t = time.perf_counter()
-        square = pointcloud.pad_to_square(rgb)
-        x = self.engine_2d.preprocess_rgb(square)
-        shown = cv2.resize(square, (self.settings.image_size,) * 2, interpolation=cv2.INTER_AREA)
+        # Resized once: the picture kept for maps is exactly what the encoder sees
+        # (preprocess_rgb of an S x S frame resizes nothing).
+        shown = resize_frame(pointcloud.pad_to_square(rgb), self.engine_2d.manifest.image_size)
+        x = self.engine_2d.preprocess_rgb(shown)
         t = _timed(latency, "preprocess", t)
         grids = self.engine_2d.run(x)
         t = _timed(latency, "encode", t)

@@ -118,16 +118,20 @@ def parse_profile(doc: dict, source: str) -> LineProfile:
     return LineProfile(settings, stream, source, product)
 
 
-def load_profile(path: str | Path) -> LineProfile:
-    path = Path(path)
+def _read_toml(path: Path, what: str) -> dict:
+    """A TOML file; a missing file or bad TOML is an error naming ``what`` and the path."""
     if not path.is_file():
-        raise FileNotFoundError(f"line profile {path} does not exist")
+        raise FileNotFoundError(f"{what} {path} does not exist")
     with path.open("rb") as fh:
         try:
-            doc = tomllib.load(fh)
+            return tomllib.load(fh)
         except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"line profile {path} is not valid TOML: {exc}") from None
-    return parse_profile(doc, str(path))
+            raise ValueError(f"{what} {path} is not valid TOML: {exc}") from None
+
+
+def load_profile(path: str | Path) -> LineProfile:
+    path = Path(path)
+    return parse_profile(_read_toml(path, "line profile"), str(path))
 
 
 def embedded_profile() -> LineProfile:
@@ -204,13 +208,7 @@ def load_station_config(path: str | Path | None = None, state_dir: str | Path | 
         return StationConfig(lines={DEFAULT_LINE: embedded_profile()},
                              **({"state_dir": Path(state_dir)} if state_dir else {}))
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"station config {path} does not exist")
-    with path.open("rb") as fh:
-        try:
-            doc = tomllib.load(fh)
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"station config {path} is not valid TOML: {exc}") from None
+    doc = _read_toml(path, "station config")
     _check_keys(doc, {"station", "endpoints", "lines"}, f"{path}")
     station = dict(doc.get("station", {}))
     _check_keys(station, {"state_dir", "snapshot_every", "synchronous", "log_level", "rcvhwm",
