@@ -1,4 +1,4 @@
-"""Conformance of FPS, KNN and IPG with the official MuSc-V2 code (../shared/conformance)."""
+"""Conformance of FPS, KNN and IPG with the official MuSc-V2 code (tests/conformance)."""
 
 
 import numpy as np

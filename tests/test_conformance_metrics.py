@@ -1,4 +1,4 @@
-"""Conformance of the metrics with the official MuSc-V2 evaluation (../shared/conformance)."""
+"""Conformance of the metrics with the official MuSc-V2 evaluation (tests/conformance)."""
 
 
 import numpy as np

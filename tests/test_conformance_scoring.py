@@ -1,5 +1,5 @@
 """The scoring API against vectors recorded from the official MuSc-V2 code
-(tolerances from ../shared/conformance/README.md)."""
+(tolerances from tests/conformance/README.md)."""
 import numpy as np
 import pytest
 
