@@ -26,6 +26,12 @@ station.toml::
     profiles_dir = "lines"       # relative to this file
     enabled = ["bracket", "tile"]  # each loads <profiles_dir>/<name>.toml
 
+    [security]                   # optional: CURVE on every socket (see deploy/OPERATOR.md)
+    keys_dir = "keys"            # relative to this file; made by `musc-edge keys init`
+
+Profiles are named, never given as paths: a name is a file ``<name>.toml``
+directly in ``profiles_dir`` ("default" may also be the embedded profile).
+
 A profile's ``[stream]`` section::
 
     [stream]
@@ -52,6 +58,7 @@ DEFAULT_ENDPOINTS = {
 DEFAULT_LINE = "default"
 # The embedded default profile: 2D+3D on EfficientNet-Lite0 + FPFH (InspectionSettings' defaults).
 EMBEDDED_PROFILE: dict = {"line": {"name": DEFAULT_LINE}}
+EMBEDDED_SOURCE = "<embedded>"
 MODALITY_SENSOR = {"2d": "rgb", "3d": "xyz"}
 QUEUE_POLICIES = ("block", "drop_oldest")
 
@@ -102,6 +109,11 @@ class LineProfile:
         return frozenset(MODALITY_SENSOR[m] for m in self.settings.modalities)
 
     @property
+    def name(self) -> str:
+        """The name that switches a line to this profile."""
+        return DEFAULT_LINE if self.source == EMBEDDED_SOURCE else Path(self.source).stem
+
+    @property
     def window_key(self) -> str:
         """Which saved window fits this profile: the digest of its scoring settings."""
         return self.settings.digest()
@@ -135,7 +147,7 @@ def load_profile(path: str | Path) -> LineProfile:
 
 
 def embedded_profile() -> LineProfile:
-    return parse_profile(EMBEDDED_PROFILE, "<embedded>")
+    return parse_profile(EMBEDDED_PROFILE, EMBEDDED_SOURCE)
 
 
 @dataclass(frozen=True)
@@ -155,7 +167,8 @@ class StationConfig:
     rcvhwm: int = 32
     max_frame_bytes: int = 256 * 1024 * 1024
     max_pending: int = 1024
-    source: str = "<embedded>"
+    keys_dir: Path | None = None  # [security]: CURVE with the keys in this folder; None: no security
+    source: str = EMBEDDED_SOURCE
 
     def __post_init__(self) -> None:
         if not self.lines:
@@ -173,18 +186,35 @@ class StationConfig:
             if not isinstance(value, str) or "://" not in value:
                 raise ValueError(f"[endpoints] {key} must be a ZeroMQ endpoint like tcp://127.0.0.1:5555, got {value!r}")
 
-    def resolve_profile(self, ref: str) -> LineProfile:
-        """A profile by name (``<profiles_dir>/<name>.toml``; "default" may be the
-        embedded one) or by path."""
-        looks_like_path = ref.endswith(".toml") or "/" in ref
-        if looks_like_path:
-            return load_profile(ref)
-        if self.profiles_dir is not None and (self.profiles_dir / f"{ref}.toml").is_file():
-            return load_profile(self.profiles_dir / f"{ref}.toml")
-        if ref == DEFAULT_LINE:
+    def profile_names(self) -> list[str]:
+        """The names ``resolve_profile`` accepts."""
+        names = {DEFAULT_LINE}
+        if self.profiles_dir is not None and self.profiles_dir.is_dir():
+            names.update(p.stem for p in self.profiles_dir.glob("*.toml") if _profile_name_ok(p.stem))
+        return sorted(names)
+
+    def resolve_profile(self, name: str) -> LineProfile:
+        """The profile named ``name``: ``<profiles_dir>/<name>.toml`` ("default" may be the
+        embedded one). A path, or a name not in the folder, is refused: FileNotFoundError
+        lists the names; a file that is not a valid profile raises ValueError."""
+        if not _profile_name_ok(name):
+            raise ValueError(f"a profile is given by its name in the profiles folder, not a path "
+                             f"(letters, digits, _.:-; no '/', '\\', '..'), got {str(name)[:64]!r}")
+        if self.profiles_dir is not None:
+            path = self.profiles_dir / f"{name}.toml"
+            if path.is_file():
+                if path.resolve().parent != self.profiles_dir.resolve():
+                    raise ValueError(f"profile {name!r} links outside the profiles folder {self.profiles_dir}")
+                return load_profile(path)
+        if name == DEFAULT_LINE:
             return embedded_profile()
         where = self.profiles_dir if self.profiles_dir is not None else "(no profiles_dir configured)"
-        raise FileNotFoundError(f"no line profile named {ref!r} in {where}")
+        raise FileNotFoundError(f"no line profile named {name!r} in {where}; "
+                                f"profiles: {', '.join(self.profile_names())}")
+
+
+def _profile_name_ok(name) -> bool:
+    return isinstance(name, str) and bool(NAME.match(name)) and ".." not in name and not name.endswith(".toml")
 
 
 def check_line_name(name: str) -> str:
@@ -209,12 +239,16 @@ def load_station_config(path: str | Path | None = None, state_dir: str | Path | 
                              **({"state_dir": Path(state_dir)} if state_dir else {}))
     path = Path(path)
     doc = _read_toml(path, "station config")
-    _check_keys(doc, {"station", "endpoints", "lines"}, f"{path}")
+    _check_keys(doc, {"station", "endpoints", "lines", "security"}, f"{path}")
     station = dict(doc.get("station", {}))
     _check_keys(station, {"state_dir", "snapshot_every", "synchronous", "log_level", "rcvhwm",
                           "max_frame_bytes", "max_pending"}, f"{path} [station]")
     endpoints = {**DEFAULT_ENDPOINTS, **doc.get("endpoints", {})}
     _check_keys(endpoints, set(DEFAULT_ENDPOINTS), f"{path} [endpoints]")
+    security = dict(doc.get("security", {}))
+    _check_keys(security, {"keys_dir"}, f"{path} [security]")
+    if "security" in doc and not isinstance(security.get("keys_dir"), str):
+        raise ValueError(f"{path} [security] needs keys_dir, the folder `musc-edge keys init` made")
     lines_table = dict(doc.get("lines", {}))
     _check_keys(lines_table, {"profiles_dir", "enabled"}, f"{path} [lines]")
     profiles_dir = path.parent / lines_table.get("profiles_dir", "lines")
@@ -232,5 +266,6 @@ def load_station_config(path: str | Path | None = None, state_dir: str | Path | 
         frames=endpoints["frames"], verdicts=endpoints["verdicts"], control=endpoints["control"],
         reject=endpoints["reject"] or None,
         state_dir=Path(chosen_state) if chosen_state else default_state_dir(),
-        profiles_dir=profiles_dir, source=str(path), **station,
+        profiles_dir=profiles_dir, source=str(path),
+        keys_dir=path.parent / security["keys_dir"] if security else None, **station,
     )

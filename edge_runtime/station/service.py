@@ -5,16 +5,22 @@ Threads and what each one owns:
 - ingest: the PULL socket, the pairer (``edge_runtime.stream.ingest``);
 - one worker per line: its LineInspector and queue (``edge_runtime.station.worker``);
 - publisher: the PUB and reject-gate PUSH sockets (``edge_runtime.stream.publisher``);
-- control: the REP socket; commands that touch a line run in its worker.
+- control: the REP socket; commands that touch a line run in its worker;
+- with ``[security]``: pyzmq's ZAP thread and a socket monitor (``edge_runtime.stream.security``).
 
 Start-up binds every socket first (a busy port fails fast), loads the lines
 (windows come back from the state directory), re-scores the parts a crash left
 without a verdict, then starts the threads. ``stop`` drains in order: ingest
 (parts still waiting for a frame are decided on what they have), workers
 (queues, pending decisions, window snapshots), publisher, control.
+
+Control requests arrive with their ``Caller``; ``access`` says which roles may
+run which command, and the store's audit log records every request that
+changes something, every refused one, and every refused connection.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -22,21 +28,24 @@ from typing import Callable
 
 import zmq
 
+from edge_runtime.inspection.threshold import check_threshold
+from edge_runtime.station.access import COMMAND_ROLES, READ_ONLY, SOCKET_ROLES, may
 from edge_runtime.station.config import LineProfile, StationConfig
 from edge_runtime.station.metrics import Metrics
 from edge_runtime.station.sink import VerdictSink
 from edge_runtime.station.store import StoredPart, Store
 from edge_runtime.station.worker import LineWorker
-from edge_runtime.stream.control import Control
+from edge_runtime.stream.control import Control, Refused
 from edge_runtime.stream.decode import decode_payload
 from edge_runtime.stream.ingest import Ingest
 from edge_runtime.stream.pairing import Frame, PendingPart
 from edge_runtime.stream.protocol import ProtocolError, parse_frame
 from edge_runtime.stream.publisher import Publisher
+from edge_runtime.stream.security import LOCAL, Caller, Guard
 
 log = logging.getLogger(__name__)
 
-_MAX_VERDICTS_REPLY = 1000
+_MAX_VERDICTS_REPLY = 1000  # verdicts or audit entries in one reply
 
 
 def load_inspector(profile: LineProfile, line: str):
@@ -69,23 +78,27 @@ class Station:
         cfg = self.config
         self.store = Store(cfg.state_dir, cfg.synchronous)
         self.ctx = zmq.Context()
+        self.guard = None
         try:
-            self.publisher = Publisher(self.ctx, cfg.verdicts, cfg.reject)
+            if cfg.keys_dir is not None:
+                self.guard = Guard(self.ctx, cfg.keys_dir, SOCKET_ROLES, self._refused_connection)
+            self.publisher = Publisher(self.ctx, cfg.verdicts, cfg.reject, guard=self.guard)
             self.sink = VerdictSink(self.store, self.publisher, self.metrics)
             self.ingest = Ingest(self.ctx, cfg.frames, self.workers.get, self.store, self.sink, self.metrics,
-                                 cfg.rcvhwm, cfg.max_frame_bytes, cfg.max_pending)
-            self.control = Control(self.ctx, cfg.control, self.handle)
-        except zmq.ZMQError as exc:
-            self.ctx.destroy(linger=0)
-            self.store.close()
-            raise OSError(f"cannot bind the station's sockets: {exc}") from None
+                                 cfg.rcvhwm, cfg.max_frame_bytes, cfg.max_pending, guard=self.guard)
+            self.control = Control(self.ctx, cfg.control, self.handle, guard=self.guard, on_answer=self._audit)
+        except (zmq.ZMQError, OSError, ValueError) as exc:
+            self._close()
+            what = "bind the station's sockets" if isinstance(exc, zmq.ZMQError) else "secure the station"
+            raise OSError(f"cannot {what}: {exc}") from None
         try:
             self._load_lines()
         except BaseException:
-            self.ctx.destroy(linger=0)
-            self.store.close()
+            self._close()
             raise
         self.started_at = time.time()
+        self.store.audit(str(LOCAL), None, None, "start",
+                         "ok", "CURVE on, keys " + str(cfg.keys_dir) if self.guard else "no [security]")
         self.publisher.start()
         self._recover()
         for worker in self.workers.values():
@@ -93,7 +106,8 @@ class Station:
         self.ingest.start()
         self.control.start()
         self._started = True
-        log.info("station up: frames %s, verdicts %s, control %s%s; lines %s; state %s",
+        log.info("station up%s: frames %s, verdicts %s, control %s%s; lines %s; state %s",
+                 f" with CURVE (keys {cfg.keys_dir})" if self.guard else "",
                  self.ingest.endpoint, self.publisher.endpoint, self.control.endpoint,
                  f", reject gate {self.publisher.reject_endpoint}" if self.publisher.reject_endpoint else "",
                  ", ".join(f"{n} ({w.status['window']}/{w.status['capacity']} warm)" for n, w in self.workers.items()),
@@ -104,7 +118,7 @@ class Station:
         cfg = self.config
         switched = self.store.line_profiles()
         for line, profile in cfg.lines.items():
-            if line in switched and switched[line] != profile.source:
+            if line in switched and switched[line] != profile.name:
                 try:
                     profile = cfg.resolve_profile(switched[line])
                     log.info("line %s resumes the profile it was switched to: %s", line, profile.source)
@@ -152,9 +166,18 @@ class Station:
         self.publisher.join()
         self.control.stop()
         self.control.join()
+        if self.guard is not None:
+            self.guard.stop()
         self.store.close()
         self.ctx.term()
         log.info("station stopped; windows saved in %s", self.config.state_dir)
+
+    def _close(self) -> None:
+        """Undo a start that failed half-way."""
+        if self.guard is not None:
+            self.guard.stop()
+        self.ctx.destroy(linger=0)
+        self.store.close()
 
     # --- lines -------------------------------------------------------------
 
@@ -218,9 +241,12 @@ class Station:
 
     # --- control -------------------------------------------------------------
 
-    def handle(self, request: dict) -> dict:
-        """Answer one validated control request (runs in the control thread)."""
+    def handle(self, request: dict, caller: Caller = LOCAL) -> dict:
+        """Answer one validated control request from ``caller`` (runs in the control thread)."""
         cmd = request["cmd"]
+        if not may(caller, cmd):
+            raise Refused("forbidden", f"{caller} may not run {cmd!r} (needs the role "
+                                       f"{' or '.join(sorted(COMMAND_ROLES[cmd]))})")
         if cmd == "status":
             return self.status(request.get("line"))
         if cmd == "shutdown":
@@ -229,24 +255,43 @@ class Station:
         if cmd == "switch":
             return self.switch(request["line"], request["profile"])
         if cmd == "verdicts":
-            last = request.get("last", 20)
             parts = request.get("parts")
-            if not isinstance(last, int) or not 1 <= last <= _MAX_VERDICTS_REPLY:
-                raise ValueError(f"last must be an integer in [1, {_MAX_VERDICTS_REPLY}], got {last!r}")
             if parts is not None and (not isinstance(parts, list) or len(parts) > _MAX_VERDICTS_REPLY
                                       or not all(isinstance(p, str) for p in parts)):
                 raise ValueError(f"parts must be a list of at most {_MAX_VERDICTS_REPLY} part ids")
-            return {"verdicts": self.store.verdicts(request["line"], last, parts)}
+            return {"verdicts": self.store.verdicts(request["line"], _last(request), parts)}
+        if cmd == "audit":
+            return {"audit": self.store.audit_log(_last(request))}
         if cmd == "snapshot":
             names = [request["line"]] if request.get("line") else list(self.workers)
             return {"snapshots": {n: self._worker(n).call(LineWorker.snapshot) for n in names}}
         worker = self._worker(request["line"])
         if cmd == "reset":
             worker.call(LineWorker.reset)
+        elif cmd == "clear_threshold":
+            worker.call(LineWorker.clear_threshold)
         elif cmd == "set_threshold":
-            source = str(request.get("source", "manual"))
-            worker.call(lambda w: w.set_threshold(float(request["value"]), source))
+            try:
+                value = check_threshold(request["value"])
+            except ValueError as exc:
+                raise Refused("out_of_range", str(exc)) from None
+            source = request.get("source", "manual")
+            worker.call(lambda w: w.set_threshold(value, source))
         return {"line": worker.line, "status": worker.status}
+
+    def _audit(self, caller: Caller, request: dict | None, raw: bytes, reply: dict) -> None:
+        """Record a control request that changed something or was refused."""
+        cmd = request["cmd"] if request is not None else None
+        if reply["ok"] and cmd in READ_ONLY:
+            return
+        what = json.dumps(request, default=str) if request is not None else f"unreadable request, {len(raw)} bytes"
+        result = "ok" if reply["ok"] else reply.get("code", "failed")
+        self.store.audit("local" if caller.local else caller.name, None if caller.local else caller.role,
+                         caller.address, what, result, "" if reply["ok"] else str(reply.get("error", "")))
+
+    def _refused_connection(self, socket: str, address: str, caller: Caller | None, reason: str) -> None:
+        self.store.audit(caller.name if caller else "unknown key", caller.role if caller else None, address,
+                         f"connect to the {socket} socket", "refused", reason)
 
     def _worker(self, line: str) -> LineWorker:
         worker = self.workers.get(line)
@@ -254,18 +299,24 @@ class Station:
             raise ValueError(f"unknown line {line!r}; lines: {', '.join(sorted(self.workers))}")
         return worker
 
-    def switch(self, line: str, ref: str) -> dict:
-        """Serve ``line`` with profile ``ref`` (a name in profiles_dir or a path); a new
-        line starts serving. Other lines keep running: the new inspector is loaded here,
+    def switch(self, line: str, name: str) -> dict:
+        """Serve ``line`` with the profile named ``name`` (in profiles_dir); a new line
+        starts serving. A path, an unknown name or an invalid profile is refused before
+        anything changes. Other lines keep running: the new inspector is loaded here,
         then swapped in between two parts."""
         with self._switch_lock:
-            profile = self.config.resolve_profile(ref)
+            try:
+                profile = self.config.resolve_profile(name)
+            except FileNotFoundError as exc:
+                raise Refused("unknown_profile", str(exc), profiles=self.config.profile_names()) from None
+            except ValueError as exc:
+                raise Refused("invalid_profile", str(exc)) from None
             worker = self.workers.get(line)
             if worker is None:
                 worker = self._new_worker(line, profile)
                 worker.start()
                 self.workers[line] = worker
-                self.store.set_line_profile(line, profile.source)
+                self.store.set_line_profile(line, profile.name)
             else:
                 inspector = self._load_line(line, profile)
                 worker.call(lambda w: w.swap(profile, inspector))
@@ -297,3 +348,10 @@ class Station:
             "counts": station, "published": self.publisher.published, "publish_queue": self.publisher.queued,
             "reject_backlog": self.publisher.reject_backlog,
         }}
+
+
+def _last(request: dict) -> int:
+    last = request.get("last", 20)
+    if isinstance(last, bool) or not isinstance(last, int) or not 1 <= last <= _MAX_VERDICTS_REPLY:
+        raise ValueError(f"last must be an integer in [1, {_MAX_VERDICTS_REPLY}], got {str(last)[:32]}")
+    return last

@@ -184,6 +184,12 @@ class LineWorker(threading.Thread):
         self.snapshot()
         self.status = dict(self.inspector.status())
 
+    def clear_threshold(self) -> None:
+        """Back to the profile's threshold policy (saved, like set_threshold)."""
+        self.inspector.clear_threshold()
+        self.snapshot()
+        self.status = dict(self.inspector.status())
+
     def swap(self, profile: LineProfile, inspector) -> None:
         """Switch the line to another profile (worker thread): decide pending parts,
         save the old window, continue with ``inspector`` (its saved window already loaded)."""
@@ -192,7 +198,7 @@ class LineWorker(threading.Thread):
         self.profile, self.inspector = profile, inspector
         with self.queue.mutex:
             self.queue.maxsize = profile.stream.queue
-        self.store.set_line_profile(self.line, profile.source)
+        self.store.set_line_profile(self.line, profile.name)
         self.status = dict(inspector.status())
 
     def _emit(self, decision) -> None:

@@ -23,6 +23,7 @@ import zmq
 from edge_runtime.stream.decode import decode_payload
 from edge_runtime.stream.pairing import Frame, Pairer, PendingPart
 from edge_runtime.stream.protocol import SENSORS, ProtocolError, parse_frame
+from edge_runtime.stream.security import Guard, bind_server
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +37,18 @@ class Ingest(threading.Thread):
 
     lines: line name -> its LineWorker (``.profile``, ``.offer``, ``.metrics``), or None.
     store: the Store (frames are committed before pairing); sink: the VerdictSink.
+    guard: CURVE for the socket (``edge_runtime.stream.security``), or None.
     """
 
     def __init__(self, ctx: zmq.Context, endpoint: str, lines: Callable[[str], object], store, sink,
-                 metrics, rcvhwm: int = 32, max_frame_bytes: int = 256 * 1024 * 1024, max_pending: int = 1024):
+                 metrics, rcvhwm: int = 32, max_frame_bytes: int = 256 * 1024 * 1024, max_pending: int = 1024,
+                 guard: Guard | None = None):
         super().__init__(name="ingest", daemon=True)
         self._pull = ctx.socket(zmq.PULL)
         self._pull.setsockopt(zmq.RCVHWM, rcvhwm)
         self._pull.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes)
         self._pull.setsockopt(zmq.LINGER, 0)
-        self._pull.bind(endpoint)
-        self.endpoint = self._pull.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.endpoint = bind_server(self._pull, endpoint, guard, "frames")
         self._lines = lines
         self._store = store
         self._sink = sink

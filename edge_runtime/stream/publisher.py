@@ -17,8 +17,12 @@ import numpy as np
 import zmq
 
 from edge_runtime.stream.protocol import VERSION, pack_verdict
+from edge_runtime.stream.security import Guard, bind_server
 
 log = logging.getLogger(__name__)
+
+# Subscribers send only subscriptions (a topic prefix); anything bigger drops the connection.
+_MAX_INBOUND_BYTES = 4096
 
 
 def encode_map(anomaly_map: np.ndarray) -> tuple[bytes, list[float]]:
@@ -93,22 +97,23 @@ class Publisher(threading.Thread):
 
     Sockets are bound in the constructor (so a busy port fails at start-up) and
     used only by this thread afterwards. ``publish`` may be called from any thread.
+    guard: CURVE for both sockets (``edge_runtime.stream.security``), or None.
     """
 
     def __init__(self, ctx: zmq.Context, endpoint: str, reject_endpoint: str | None = None,
-                 backlog: int = 100_000):
+                 backlog: int = 100_000, guard: Guard | None = None):
         super().__init__(name="publisher", daemon=True)
         self._pub = ctx.socket(zmq.PUB)
         self._pub.setsockopt(zmq.LINGER, 1000)
-        self._pub.bind(endpoint)
-        self.endpoint = self._pub.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._pub.setsockopt(zmq.MAXMSGSIZE, _MAX_INBOUND_BYTES)
+        self.endpoint = bind_server(self._pub, endpoint, guard, "verdicts")
         self._reject = None
         self.reject_endpoint = None
         if reject_endpoint:
             self._reject = ctx.socket(zmq.PUSH)
             self._reject.setsockopt(zmq.LINGER, 2000)
-            self._reject.bind(reject_endpoint)
-            self.reject_endpoint = self._reject.getsockopt_string(zmq.LAST_ENDPOINT)
+            self._reject.setsockopt(zmq.MAXMSGSIZE, _MAX_INBOUND_BYTES)
+            self.reject_endpoint = bind_server(self._reject, reject_endpoint, guard, "reject")
         self._queue: queue.Queue = queue.Queue()
         self._backlog: deque = deque()
         self._backlog_max = backlog
