@@ -45,6 +45,9 @@ STATION_KEY = "station.key"  # public; the secret is STATION_KEY + "_secret"
 # Key names end up in file names and the audit log: plain, short, no "..".
 KEY_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?!\.)){0,63}$")
 LOCAL_NAME = "local"  # who acts when the station runs without [security]
+# A connection that failed its handshake may close before the monitor reads its
+# address; a client that retries is logged again, with its address, on a later try.
+UNKNOWN_PEER = "an unknown address"
 _REFUSAL_LOG_EVERY_S = 60.0
 
 
@@ -159,13 +162,13 @@ class _Zap(ThreadAuthenticator):
     def __init__(self, ctx: zmq.Context, guard: "Guard"):
         super().__init__(ctx, log=logging.getLogger(__name__ + ".zap"))
         self._guard = guard
-        self._address = "?"
+        self._address = UNKNOWN_PEER
         self._caller: Caller | None = None
 
     async def handle_zap_message(self, msg: list[bytes]) -> None:
         # The base handler does not pass the peer address to the key check; one
         # ZAP request is handled at a time, so it waits here for the callback.
-        self._address = msg[3].decode("utf-8", "replace") if len(msg) > 3 else "?"
+        self._address = msg[3].decode("utf-8", "replace") if len(msg) > 3 else UNKNOWN_PEER
         await super().handle_zap_message(msg)
 
     def callback(self, domain: str, public_z85: bytes) -> bool:
@@ -215,7 +218,7 @@ class Guard:
             self.refuse(domain, address, None, f"unknown key {public_z85[:8].decode(errors='replace')}...")
             return None
         if caller.role not in self._roles[domain]:
-            self.refuse(domain, address, caller, f"a {caller.role} key may not use the {domain} socket")
+            self.refuse(domain, address, caller, f"{caller.role} keys may not use the {domain} socket")
             return None
         return caller
 
@@ -294,7 +297,7 @@ class _Handshakes:
         elif kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             self.failed = None  # the ZAP handler logged it, with the key
         elif kind == zmq.EVENT_DISCONNECTED:
-            address, reason, self.failed = self.peers.pop(value, "?"), self.failed, None
+            address, reason, self.failed = self.peers.pop(value, UNKNOWN_PEER), self.failed, None
             if reason:
                 return address, None, reason
         return None
@@ -308,7 +311,7 @@ def _peer_of(fd: int) -> str:
             host = s.getpeername()
         return str(host[0]) if isinstance(host, tuple) else str(host)
     except OSError:
-        return "?"
+        return UNKNOWN_PEER
 
 
 def is_loopback(endpoint: str) -> bool:
