@@ -127,20 +127,6 @@ class Client:
         self.ctx.destroy(linger=0)
 
 
-def make_keys(root: Path, clients: dict[str, str]) -> tuple[Path, dict[str, Path]]:
-    """A keys folder made with `musc-edge keys` under ``root``: the station's pair and
-    one client per name -> role; returns (keys_dir, name -> secret certificate)."""
-    from edge_runtime.station import keys
-
-    keys_dir = root / "keys"
-    assert keys.main(["init", "--dir", str(keys_dir)]) == 0
-    certs = {}
-    for name, role in clients.items():
-        certs[name] = root / f"{name}.secret"
-        assert keys.main(["add", "--dir", str(keys_dir), "--role", role, name, "--out", str(certs[name])]) == 0
-    return keys_dir, certs
-
-
 @contextlib.contextmanager
 def running(station):
     """A started in-process Station, stopped gracefully at the end."""

@@ -15,7 +15,8 @@ from edge_runtime.station.config import load_station_config
 from edge_runtime.station.service import Station
 from edge_runtime.stream.protocol import encode_frame
 from edge_runtime.stream.security import is_loopback, read_metadata
-from tests.station_helpers import SMALL_3D, Client, make_keys, merged, running, write_station
+from edge_runtime.station.keys import new_ring
+from tests.station_helpers import SMALL_3D, Client, merged, running, write_station
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -33,7 +34,7 @@ def send(push, clouds, start, n):
 
 
 def secured(tmp_path, lines=None):
-    keys_dir, certs = make_keys(tmp_path, ROLES)
+    keys_dir, certs = new_ring(tmp_path, ROLES)
     config = load_station_config(write_station(tmp_path, lines or {"tile": SMALL_3D}, keys_dir=keys_dir))
     return config, keys_dir, certs
 
@@ -55,7 +56,10 @@ def outsider(tmp_path, keys_dir):
 
 
 def test_keys_cli_makes_certificates_zmq_auth_reads(tmp_path, capsys):
-    keys_dir, certs = make_keys(tmp_path, ROLES)
+    keys_dir, certs = tmp_path / "keys", {name: tmp_path / f"{name}.secret" for name in ROLES}
+    assert keys.main(["init", "--dir", str(keys_dir)]) == 0
+    for name, role in ROLES.items():
+        assert keys.main(["add", "--dir", str(keys_dir), "--role", role, name, "--out", str(certs[name])]) == 0
     assert "operator alice: public key" in capsys.readouterr().out
     station_public, station_secret = zmq.auth.load_certificate(keys_dir / "station.key_secret")
     assert zmq.auth.load_certificate(keys_dir / "station.key") == (station_public, None)

@@ -16,6 +16,7 @@ refuses to start on a secret others can read or a folder others can write.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -24,6 +25,16 @@ from pathlib import Path
 import zmq.auth
 
 from edge_runtime.stream.security import ROLE_DIRS, STATION_KEY, KeyRing, check_key_name, station_keys
+
+
+@contextlib.contextmanager
+def _private_files():
+    """Files made inside are never readable by others, not even for a moment."""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
 
 
 def init(keys_dir: Path, force: bool = False) -> Path:
@@ -35,11 +46,8 @@ def init(keys_dir: Path, force: bool = False) -> Path:
     os.chmod(keys_dir, 0o700)
     for sub in ROLE_DIRS.values():
         (keys_dir / sub).mkdir(mode=0o700, exist_ok=True)
-    old = os.umask(0o077)  # the secret is never readable by others, not even for a moment
-    try:
+    with _private_files():
         public, _ = zmq.auth.create_certificates(keys_dir, STATION_KEY.removesuffix(".key"))
-    finally:
-        os.umask(old)
     os.chmod(public, 0o644)
     return Path(public)
 
@@ -58,19 +66,52 @@ def add(keys_dir: Path, role: str, name: str, out: Path) -> Path:
     folder = keys_dir / ROLE_DIRS[role]
     folder.mkdir(mode=0o700, exist_ok=True)
     meta = {"name": name, "role": role, "station": station_public.decode()}
-    old = os.umask(0o077)
-    try:
-        with tempfile.TemporaryDirectory(dir=keys_dir) as tmp:
-            public, secret = zmq.auth.create_certificates(tmp, name, metadata=meta)
-            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(Path(secret).read_text(encoding="utf-8"))
-            target = folder / f"{name}.key"
-            os.replace(public, target)
-    finally:
-        os.umask(old)
+    with _private_files(), tempfile.TemporaryDirectory(dir=keys_dir) as tmp:
+        public, secret = zmq.auth.create_certificates(tmp, name, metadata=meta)
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(Path(secret).read_text(encoding="utf-8"))
+        target = folder / f"{name}.key"
+        os.replace(public, target)
     os.chmod(target, 0o644)
     return target
+
+
+def new_ring(root: Path, clients: dict[str, str]) -> tuple[Path, dict[str, Path]]:
+    """A fresh ``root/keys`` with the station's pair and one client per name -> role;
+    returns (keys folder, name -> secret certificate in ``root``)."""
+    keys_dir = root / "keys"
+    init(keys_dir)
+    certs = {name: root / f"{name}.secret" for name in clients}
+    for name, role in clients.items():
+        add(keys_dir, role, name, certs[name])
+    return keys_dir, certs
+
+
+def add_client_options(p: argparse.ArgumentParser) -> None:
+    """--secure / --keys-dir / --sensor-key / --subscriber-key of the demo and the bench."""
+    g = p.add_argument_group("CURVE security")
+    g.add_argument("--secure", action="store_true",
+                   help="run with CURVE on every socket, on a throwaway key ring (station, sensor, subscriber)")
+    g.add_argument("--keys-dir", type=Path, help="the station's keys folder (default: the config's [security])")
+    g.add_argument("--sensor-key", type=Path, help="the simulated sensors' certificate (role sensor)")
+    g.add_argument("--subscriber-key", type=Path, help="the subscriber's certificate (role observer)")
+
+
+def client_keys_of(args: argparse.Namespace, scratch: Path, keys_dir: Path | None = None
+                   ) -> tuple[Path | None, Path | None, Path | None]:
+    """(keys folder, sensor certificate, subscriber certificate) from ``add_client_options``;
+    all None without security. ``keys_dir``: the config's [security] folder."""
+    if args.secure:
+        keys_dir, certs = new_ring(scratch, {"sensors": "sensor", "subscriber": "observer"})
+        return keys_dir, certs["sensors"], certs["subscriber"]
+    keys_dir = args.keys_dir or keys_dir
+    if keys_dir is None:
+        return None, None, None
+    if not (args.sensor_key and args.subscriber_key):
+        raise ValueError(f"the station is secured (keys {keys_dir}): give --sensor-key and --subscriber-key, "
+                         "or --secure for throwaway keys")
+    return keys_dir, args.sensor_key, args.subscriber_key
 
 
 def remove(keys_dir: Path, name: str) -> Path:
