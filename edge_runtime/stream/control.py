@@ -18,7 +18,8 @@ from typing import Callable
 import zmq
 
 from edge_runtime.stream.protocol import MAX_REQUEST_BYTES, ProtocolError, pack, parse_request
-from edge_runtime.stream.security import LOCAL, Caller, Guard, bind_server
+from edge_runtime.stream.security import LOCAL, Caller, Guard
+from edge_runtime.stream.sockets import bind
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,8 @@ class Control(threading.Thread):
                  guard: Guard | None = None,
                  on_answer: Callable[[Caller, dict | None, bytes, dict], None] | None = None):
         super().__init__(name="control", daemon=True)
-        self._rep = ctx.socket(zmq.REP)
-        self._rep.setsockopt(zmq.LINGER, 500)
-        self._rep.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
-        self.endpoint = bind_server(self._rep, endpoint, guard, "control")
+        self._rep, self.endpoint = bind(ctx, zmq.REP, endpoint, "control", guard, LINGER=500,
+                                        MAXMSGSIZE=MAX_REQUEST_BYTES)
         self._guard = guard
         self._handler = handler
         self._on_answer = on_answer

@@ -9,7 +9,7 @@ A keys folder (made by ``musc-edge keys``)::
 
 A client key's name is its file stem, its role is its folder. Every server
 socket of a secured station is a CURVE server in its own ZAP domain (the
-socket's name: frames, verdicts, control, reject); the ZAP handler admits a
+socket's name: frames, verdicts, control, reject; ``sockets.bind`` sets it up); the ZAP handler admits a
 client whose public key is in the ring with a role that ``roles[domain]``
 allows. The authenticated identity reaches the station as the message's
 ``User-Id`` ("role:name"), read back by ``Guard.caller``. Which roles a socket
@@ -328,17 +328,12 @@ def is_loopback(endpoint: str) -> bool:
         return False
 
 
-def bind_server(sock: zmq.Socket, endpoint: str, guard: Guard | None, domain: str) -> str:
-    """Bind one of the station's sockets: CURVE in ``domain`` under a guard, else a
-    warning when the address is reachable from other hosts. Returns the bound endpoint."""
-    if guard is not None:
-        guard.secure(sock, domain)
-    elif not is_loopback(endpoint):
+def warn_if_exposed(endpoint: str, name: str) -> None:
+    """Without [security]: a warning when the ``name`` socket binds an address other hosts reach."""
+    if not is_loopback(endpoint):
         log.warning("the %s socket binds %s, reachable from other hosts, without [security]: anyone who "
-                    "reaches it can %s", domain, endpoint,
-                    {"frames": "send frames", "control": "run every control command"}.get(domain, "read verdicts"))
-    sock.bind(endpoint)
-    return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+                    "reaches it can %s", name, endpoint,
+                    {"frames": "send frames", "control": "run every control command"}.get(name, "read verdicts"))
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
