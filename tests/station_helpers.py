@@ -55,10 +55,10 @@ def merged(base: dict, **sections) -> dict:
 
 def write_station(root: Path, lines: dict[str, dict], station: dict | None = None,
                   endpoints: dict | None = None, line_frames: dict | None = None,
-                  keys_dir: Path | None = None) -> Path:
+                  security: dict | None = None) -> Path:
     """station.toml + lines/<name>.toml under ``root``; endpoints on free ports unless given;
-    line_frames: line -> its own frame socket ([endpoints.lines]); keys_dir: a [security]
-    section with that keys folder."""
+    line_frames: line -> its own frame socket ([endpoints.lines]); security: the
+    [security] table (keys_dir, reject_gate)."""
     (root / "lines").mkdir(parents=True, exist_ok=True)
     for name, profile in lines.items():
         (root / "lines" / f"{name}.toml").write_text(toml_doc(profile))
@@ -67,8 +67,8 @@ def write_station(root: Path, lines: dict[str, dict], station: dict | None = Non
            "endpoints": eps, "lines": {"profiles_dir": "lines", "enabled": list(lines)}}
     if line_frames:
         doc["endpoints.lines"] = line_frames
-    if keys_dir is not None:
-        doc["security"] = {"keys_dir": str(keys_dir)}
+    if security is not None:
+        doc["security"] = security
     path = root / "station.toml"
     path.write_text(toml_doc(doc))
     return path

@@ -48,7 +48,7 @@ def test_demo_with_curve_on_every_socket(tmp_path):
     assert set(summary["lines"]) == {"tile", "gland"}
     # a secured config without client keys is refused up front, naming what is missing
     keys_dir = tmp_path / "keys"
-    secured = write_station(tmp_path / "s", {"tile": SMALL_3D}, keys_dir=keys_dir)
+    secured = write_station(tmp_path / "s", {"tile": SMALL_3D}, security={"keys_dir": str(keys_dir)})
     done = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "demo", "--config", str(secured), "--parts", "1"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "--sensor-key and --subscriber-key" in done.stderr

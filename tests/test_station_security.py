@@ -5,6 +5,7 @@ import logging
 import os
 import stat
 
+import msgpack
 import pytest
 import zmq
 import zmq.auth
@@ -16,7 +17,7 @@ from edge_runtime.station.service import Station
 from edge_runtime.stream.protocol import encode_frame
 from edge_runtime.stream.security import is_loopback, read_metadata
 from edge_runtime.station.keys import new_ring
-from tests.station_helpers import SMALL_3D, Client, merged, running, write_station
+from tests.station_helpers import SMALL_3D, Client, free_endpoint, merged, running, write_station
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -33,9 +34,11 @@ def send(push, clouds, start, n):
         push.send_multipart(encode_frame("tile", f"tile-{i}", i, "xyz", clouds[i % len(clouds)]))
 
 
-def secured(tmp_path, lines=None):
-    keys_dir, certs = new_ring(tmp_path, ROLES)
-    config = load_station_config(write_station(tmp_path, lines or {"tile": SMALL_3D}, keys_dir=keys_dir))
+def secured(tmp_path, lines=None, **security):
+    keys_dir, certs = new_ring(tmp_path, {**ROLES, "gate": "observer"})
+    endpoints = {k: free_endpoint() for k in ("frames", "verdicts", "control", "reject")}
+    config = load_station_config(write_station(tmp_path, lines or {"tile": SMALL_3D}, endpoints=endpoints,
+                                               security={"keys_dir": str(keys_dir), **security}))
     return config, keys_dir, certs
 
 
@@ -236,6 +239,43 @@ def test_ctl_with_a_key_and_a_revoked_key(tmp_path, capsys):
         assert "no reply" in capsys.readouterr().err
         assert ctl.main(ep + ["--key", str(certs["alice"]), "shutdown"]) == 0
         assert station.wait(10)
+
+
+def test_reject_gate_only_and_keys_revoked_while_connected(tmp_path, clouds):
+    config, keys_dir, certs = secured(tmp_path, reject_gate=["gate"])
+    with running(Station(config)) as station:
+        eps = station.endpoints
+        c = Client(eps, {"frames": certs["cam"], "verdicts": certs["screen"], "control": certs["alice"]})
+        pulls = {}
+        for name in ("gate", "screen", "alice"):  # an operator, too, is kept off a named gate
+            pulls[name] = c.ctx.socket(zmq.PULL)
+            pulls[name].curve_publickey, pulls[name].curve_secretkey = zmq.auth.load_certificate(certs[name])
+            pulls[name].curve_serverkey = station.guard.public
+            pulls[name].connect(eps["reject"])
+        kept = c.ctx.socket(zmq.REQ)  # one connection that outlives its key
+        kept.curve_publickey, kept.curve_secretkey = zmq.auth.load_certificate(certs["screen"])
+        kept.curve_serverkey = station.guard.public
+        kept.connect(eps["control"])
+        kept.send(msgpack.packb({"cmd": "status"}))
+        assert kept.poll(10_000) and msgpack.unpackb(kept.recv())["ok"]
+        c.wait_subscribed()
+        send(c.push, clouds, 0, 3)
+        c.verdicts(3)
+        got = []
+        while pulls["gate"].poll(2000) and len(got) < 3:
+            got.append(msgpack.unpackb(pulls["gate"].recv_multipart()[1])["part"])
+        assert got == ["tile-0", "tile-1", "tile-2"]  # the gate got every verdict: nobody took a share
+        assert not pulls["screen"].poll(200) and not pulls["alice"].poll(200)
+
+        assert keys.main(["remove", "--dir", str(keys_dir), "screen"]) == 0
+        kept.send(msgpack.packb({"cmd": "status"}))
+        assert kept.poll(10_000)
+        reply = msgpack.unpackb(kept.recv())
+        assert (reply["ok"], reply["code"]) == (False, "forbidden") and "screen (revoked)" in reply["error"]
+        audit = c.request({"cmd": "audit", "last": 50})["audit"]
+        c.close()
+    assert [a for a in audit if a["who"] == "alice" and a["result"] == "refused" and "reject socket" in a["what"]]
+    assert [a for a in audit if a["who"] == "screen" and a["role"] == "revoked" and a["result"] == "forbidden"]
 
 
 def test_station_refuses_keys_others_can_read_or_write(tmp_path):

@@ -5,6 +5,11 @@
   (the gate is an observer: it only receives), and the read-only commands;
 - operators may do everything.
 
+The reject-gate socket is PUSH, which deals verdicts out among its peers: a
+second peer would take verdicts away from the gate. ``[security] reject_gate``
+names the keys allowed there (the station warns at start when it is not set).
+A key revoked while its connection stays open is "revoked": it may run nothing.
+
 Without ``[security]`` every caller is ``LOCAL``, an operator (the station then
 listens on loopback and warns otherwise).
 """

@@ -31,6 +31,7 @@ station.toml::
 
     [security]                   # optional: CURVE on every socket (see deploy/OPERATOR.md)
     keys_dir = "keys"            # relative to this file; made by `musc-edge keys init`
+    reject_gate = ["gate"]       # the only keys admitted on the reject socket (default: any observer)
 
 Profiles are named, never given as paths: a name is a file ``<name>.toml``
 directly in ``profiles_dir`` ("default" may also be the embedded profile).
@@ -175,6 +176,7 @@ class StationConfig:
     max_frame_bytes: int = 256 * 1024 * 1024
     max_pending: int = 1024
     keys_dir: Path | None = None  # [security]: CURVE with the keys in this folder; None: no security
+    reject_gate: frozenset[str] | None = None  # [security]: the key names admitted on the reject socket
     source: str = EMBEDDED_SOURCE
 
     def __post_init__(self) -> None:
@@ -261,9 +263,12 @@ def load_station_config(path: str | Path | None = None, state_dir: str | Path | 
     if not isinstance(line_frames, dict):
         raise ValueError(f"{path} [endpoints.lines] must be a table of line = endpoint")
     security = dict(doc.get("security", {}))
-    _check_keys(security, {"keys_dir"}, f"{path} [security]")
+    _check_keys(security, {"keys_dir", "reject_gate"}, f"{path} [security]")
     if "security" in doc and not isinstance(security.get("keys_dir"), str):
         raise ValueError(f"{path} [security] needs keys_dir, the folder `musc-edge keys init` made")
+    gate = security.get("reject_gate")
+    if gate is not None and (not isinstance(gate, list) or not gate or not all(isinstance(n, str) for n in gate)):
+        raise ValueError(f"{path} [security] reject_gate must be a non-empty list of key names")
     lines_table = dict(doc.get("lines", {}))
     _check_keys(lines_table, {"profiles_dir", "enabled"}, f"{path} [lines]")
     profiles_dir = path.parent / lines_table.get("profiles_dir", "lines")
@@ -282,5 +287,6 @@ def load_station_config(path: str | Path | None = None, state_dir: str | Path | 
         reject=endpoints["reject"] or None, line_frames=dict(line_frames),
         state_dir=Path(chosen_state) if chosen_state else default_state_dir(),
         profiles_dir=profiles_dir, source=str(path),
-        keys_dir=path.parent / security["keys_dir"] if security else None, **station,
+        keys_dir=path.parent / security["keys_dir"] if security else None,
+        reject_gate=frozenset(gate) if gate else None, **station,
     )

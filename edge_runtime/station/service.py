@@ -81,7 +81,11 @@ class Station:
         self.guard = None
         try:
             if cfg.keys_dir is not None:
-                self.guard = Guard(self.ctx, cfg.keys_dir, SOCKET_ROLES, self._refused_connection)
+                self.guard = Guard(self.ctx, cfg.keys_dir, SOCKET_ROLES, self._refused_connection,
+                                   names={"reject": cfg.reject_gate} if cfg.reject_gate else None)
+                if cfg.reject and not cfg.reject_gate:
+                    log.warning("any observer key may connect to the reject-gate socket and take verdicts away "
+                                "from the gate: name the gate's key in [security] reject_gate")
             self.publisher = Publisher(self.ctx, cfg.verdicts, cfg.reject, guard=self.guard)
             self.sink = VerdictSink(self.store, self.publisher, self.metrics)
             self.intake = Intake(self.ctx, cfg, self.workers.get, lambda: list(self.workers), self.store,

@@ -181,14 +181,17 @@ class _Zap(ThreadAuthenticator):
 
 class Guard:
     """The station's side of CURVE: its key pair, the key ring, the ZAP thread and a
-    socket monitor. ``roles``: socket name -> roles admitted on it.
-    ``on_refusal`` is called for every logged refusal (from the ZAP or monitor thread)."""
+    socket monitor. ``roles``: socket name -> roles admitted on it; ``names``:
+    socket name -> the only key names admitted on it (sockets not named: any key
+    of an admitted role). ``on_refusal`` is called for every logged refusal (from
+    the ZAP or monitor thread)."""
 
     def __init__(self, ctx: zmq.Context, keys_dir: str | Path, roles: dict[str, frozenset[str]],
-                 on_refusal: RefusalHandler | None = None):
+                 on_refusal: RefusalHandler | None = None, names: dict[str, frozenset[str]] | None = None):
         self.public, self._secret = station_keys(keys_dir)
         self.ring = KeyRing(keys_dir)
         self._roles = roles
+        self._names = dict(names or {})
         self._on_refusal = on_refusal
         self._last_logged: dict[tuple, tuple[float, int]] = {}
         self._log_lock = threading.Lock()
@@ -220,6 +223,10 @@ class Guard:
         if caller.role not in self._roles[domain]:
             self.refuse(domain, address, caller, f"{caller.role} keys may not use the {domain} socket")
             return None
+        if domain in self._names and caller.name not in self._names[domain]:
+            self.refuse(domain, address, caller, f"only {', '.join(sorted(self._names[domain]))} may use the "
+                                                 f"{domain} socket")
+            return None
         return caller
 
     def refuse(self, domain: str, address: str, caller: Caller | None, reason: str) -> None:
@@ -244,10 +251,12 @@ class Guard:
             except Exception:  # reporting must never break authentication
                 log.exception("refusal handler failed")
 
-    @staticmethod
-    def caller(frame: zmq.Frame) -> Caller:
-        """The identity the ZAP handler gave the connection ``frame`` came on."""
+    def caller(self, frame: zmq.Frame) -> Caller:
+        """The identity the ZAP handler gave the connection ``frame`` came on; role
+        "revoked" when its key has left the ring since (the connection outlived it)."""
         role, _, name = frame.get("User-Id").partition(":")
+        if self.ring.names().get(name) != role:
+            role = "revoked"
         return Caller(name, role, frame.get("Peer-Address"))
 
     def _watch(self) -> None:
