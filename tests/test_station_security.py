@@ -4,6 +4,9 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import subprocess
+import sys
+import time
 
 import msgpack
 import pytest
@@ -17,7 +20,7 @@ from edge_runtime.station.service import Station
 from edge_runtime.stream.protocol import encode_frame
 from edge_runtime.stream.security import is_loopback, read_metadata
 from edge_runtime.station.keys import new_ring
-from tests.station_helpers import SMALL_3D, Client, free_endpoint, merged, running, write_station
+from tests.station_helpers import SMALL_3D, Client, free_endpoint, merged, running, serve_command, write_station
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -312,3 +315,58 @@ def test_without_security_local_caller_and_exposure_warning(tmp_path, caplog):
         ("local", None, "ok"), ("local", None, "ok"), ("local", None, "out_of_range")]
     assert audit[0]["what"] == "start" and audit[0]["detail"] == "no [security]"
     assert not [r for r in caplog.records if "without [security]" in r.getMessage()]  # loopback: no warning
+
+
+def test_serve_with_security_for_a_client_written_from_operator_md(tmp_path, clouds):
+    """`musc-edge keys` and `musc-edge serve` as subprocesses; the client is plain pyzmq + zmq.auth."""
+    cli = [sys.executable, "-m", "edge_runtime.cli"]
+    keys_dir = tmp_path / "keys"
+    subprocess.run(cli + ["keys", "init", "--dir", str(keys_dir)], check=True, capture_output=True)
+    for name, role in ROLES.items():
+        subprocess.run(cli + ["keys", "add", "--dir", str(keys_dir), "--role", role, name,
+                              "--out", str(tmp_path / f"{name}.secret")], check=True, capture_output=True)
+    config = write_station(tmp_path, {"tile": SMALL_3D}, security={"keys_dir": "keys"})
+    cfg = load_station_config(config)
+    eps = {"frames": cfg.frames, "verdicts": cfg.verdicts, "control": cfg.control}
+    proc = subprocess.Popen(serve_command(config), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ctx = zmq.Context()
+
+    def sock(kind, name, endpoint):
+        s = ctx.socket(kind)
+        s.setsockopt(zmq.LINGER, 0)
+        if name:
+            s.curve_publickey, s.curve_secretkey = zmq.auth.load_certificate(tmp_path / f"{name}.secret")
+            s.curve_serverkey = zmq.auth.load_certificate(keys_dir / "station.key")[0]
+        s.connect(endpoint)
+        return s
+
+    def ask(name, request, wait_ms=2000):
+        s = sock(zmq.REQ, name, eps["control"])
+        s.send(msgpack.packb(request))
+        reply = msgpack.unpackb(s.recv()) if s.poll(wait_ms) else None
+        s.close()
+        return reply
+
+    try:
+        deadline = time.monotonic() + 120
+        while ask("alice", {"cmd": "status"}, 1000) is None:
+            assert proc.poll() is None and time.monotonic() < deadline, "station did not start"
+        sub = sock(zmq.SUB, "screen", eps["verdicts"])
+        sub.setsockopt(zmq.SUBSCRIBE, b"verdict.")
+        push = sock(zmq.PUSH, "cam", eps["frames"])
+        time.sleep(0.5)
+        push.send_multipart(encode_frame("tile", "p-1", 1, "xyz", clouds[0]))
+        assert sub.poll(30_000) and msgpack.unpackb(sub.recv_multipart()[1])["part"] == "p-1"
+        assert ask(None, {"cmd": "status"}) is None  # no key: no reply
+        assert ask("cam", {"cmd": "status"}) is None  # a sensor key on the control socket
+        assert ask("screen", {"cmd": "shutdown"})["code"] == "forbidden"
+        assert ask("alice", {"cmd": "switch", "line": "tile", "profile": str(config)})["code"] == "invalid_profile"
+        assert ask("alice", {"cmd": "shutdown"})["ok"]
+        assert proc.wait(60) == 0
+        log = proc.stderr.read()
+        assert "refused a connection to the control socket from 127.0.0.1: cam (sensor)" in log
+        assert "with CURVE" in log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        ctx.destroy(linger=0)
