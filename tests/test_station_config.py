@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.station.config import (DEFAULT_ENDPOINTS, StreamSettings, load_profile, load_station_config)
+from edge_runtime.station.config import (DEFAULT_ENDPOINTS, StationConfig, StreamSettings, embedded_profile, load_profile,
+                                         load_station_config)
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 
@@ -73,3 +74,23 @@ def test_stream_defaults_block_senders():
     assert StreamSettings().queue_policy == "block"
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_profile("/nonexistent/line.toml")
+
+
+def test_profiles_are_names_in_the_profiles_folder_only(tmp_path):
+    (tmp_path / "lines").mkdir()
+    (tmp_path / "lines" / "tile.toml").write_text('[line]\nname = "tile"\n')
+    (tmp_path / "outside.toml").write_text('[line]\nname = "outside"\n')
+    (tmp_path / "lines" / "sneaky.toml").symlink_to(tmp_path / "outside.toml")
+    cfg = StationConfig(lines={"default": embedded_profile()}, profiles_dir=tmp_path / "lines")
+    assert cfg.resolve_profile("tile").name == "tile" and cfg.resolve_profile("default").name == "default"
+    assert cfg.profile_names() == ["default", "sneaky", "tile"]
+    for ref in (str(tmp_path / "outside.toml"), "../outside", "lines/tile", "tile.toml", "..", "a\\b", ""):
+        with pytest.raises(ValueError, match="not a path"):
+            cfg.resolve_profile(ref)
+    with pytest.raises(ValueError, match="links outside the profiles folder"):
+        cfg.resolve_profile("sneaky")
+    with pytest.raises(FileNotFoundError, match="profiles: default, sneaky, tile"):
+        cfg.resolve_profile("outside")
+    (tmp_path / "lines" / "rigged.toml").write_text('[threshold]\npolicy = "fixed"\nvalue = 1e9\n')
+    with pytest.raises(ValueError, match=r"\[threshold\] value must be a finite number in \[0, 4\]"):
+        cfg.resolve_profile("rigged")

@@ -282,7 +282,7 @@ def test_reject_gate_only_and_keys_revoked_while_connected(tmp_path, clouds):
 
 
 def test_station_refuses_keys_others_can_read_or_write(tmp_path):
-    config, keys_dir, _ = secured(tmp_path)
+    config, keys_dir, certs = secured(tmp_path)
     os.chmod(keys_dir / "station.key_secret", 0o644)
     with pytest.raises(OSError, match="chmod 600"):
         Station(config).start()
@@ -291,11 +291,17 @@ def test_station_refuses_keys_others_can_read_or_write(tmp_path):
     with pytest.raises(OSError, match="writable by group or others"):
         Station(config).start()
     os.chmod(keys_dir / "operators", 0o700)
+    with running(Station(config)) as station:  # the failed starts left nothing bound or locked
+        c = Client(station.endpoints, {"control": certs["alice"]})
+        assert c.request({"cmd": "status"})["ok"]
+        os.chmod(keys_dir / "operators", 0o777)  # someone could add a key now: admit nobody
+        assert no_reply(c, {"cmd": "status"}, key="control")
+        os.chmod(keys_dir / "operators", 0o700)
+        assert c.request({"cmd": "status"})["ok"]
+        c.close()
     (keys_dir / "station.key_secret").unlink()
     with pytest.raises(OSError, match="keys init"):
         Station(config).start()
-    with running(Station(load_station_config(write_station(tmp_path / "fresh", {"tile": SMALL_3D})))):
-        pass  # the failed starts left nothing bound or locked
 
 
 def test_without_security_local_caller_and_exposure_warning(tmp_path, caplog):

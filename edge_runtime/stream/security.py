@@ -95,26 +95,32 @@ class KeyRing:
 
     def __init__(self, keys_dir: str | Path):
         self.dir = Path(keys_dir)
-        self._stamp: tuple | None = None
-        self._keys: dict[bytes, Caller] = {}
         self._lock = threading.Lock()
-        self.lookup(b"")  # load now: a broken folder fails at start-up
+        self._stamp = self._stamp_now()
+        self._keys: dict[bytes, Caller] = self._read()  # a broken folder fails at start-up
 
     def _folders(self) -> dict[str, Path]:
         return {role: self.dir / sub for role, sub in ROLE_DIRS.items()}
 
+    def _stamp_now(self) -> tuple:
+        """Changes when a key file comes or goes, or a folder's permissions change."""
+        stats = [p.stat() if p.is_dir() else None for p in self._folders().values()]
+        return tuple(None if st is None else (st.st_mtime_ns, st.st_ctime_ns) for st in stats)
+
     def lookup(self, public_z85: bytes) -> Caller | None:
         with self._lock:
-            folders = self._folders()
-            stamp = tuple(p.stat().st_mtime_ns if p.is_dir() else None for p in folders.values())
-            if stamp != self._stamp:
-                self._keys = self._read(folders)
-                self._stamp = stamp
+            try:
+                stamp = self._stamp_now()
+                if stamp != self._stamp:
+                    self._keys, self._stamp = self._read(), stamp
+            except OSError as exc:  # e.g. a role folder made writable by others: admit nobody
+                log.error("key ring %s unusable (%s): every connection is refused until it is fixed", self.dir, exc)
+                self._keys, self._stamp = {}, None
             return self._keys.get(public_z85)
 
-    def _read(self, folders: dict[str, Path]) -> dict[bytes, Caller]:
+    def _read(self) -> dict[bytes, Caller]:
         keys: dict[bytes, Caller] = {}
-        for role, folder in folders.items():
+        for role, folder in self._folders().items():
             if not folder.is_dir():
                 continue
             check_private(folder, "key folder")
