@@ -111,6 +111,7 @@ def test_roles_refusals_and_the_audit_log_over_real_handshakes(tmp_path, clouds,
         assert c.request({"cmd": "status"})["ok"]  # operator
         observer = c.request({"cmd": "status"}, key=certs["screen"])
         assert observer["ok"] and "tile" in observer["lines"]
+        assert observer["station"]["security"] == {"curve": True, "keys_dir": str(keys_dir)}
 
         # the whole path with keys: sensor -> station -> observer
         c.wait_subscribed()

@@ -108,7 +108,8 @@ def status_table(reply: dict) -> str:
                     f"{s['dropped']:>7} {s['counts'].get('verdict_error', 0):>6}")
     st = reply["station"]
     rows.append(f"station up {st['uptime_s']:.0f} s, malformed messages {st['malformed']}, "
-                f"published {st['published']}, reject backlog {st['reject_backlog']}")
+                f"published {st['published']}, reject backlog {st['reject_backlog']}, "
+                f"CURVE {'on' if st['security']['curve'] else 'off (no [security])'}")
     return "\n".join(rows)
 
 

@@ -320,6 +320,8 @@ class Station:
             "state_dir": str(self.config.state_dir), "malformed": station.get("malformed", 0),
             "counts": station, "published": self.publisher.published, "publish_queue": self.publisher.queued,
             "reject_backlog": self.publisher.reject_backlog,
+            "security": {"curve": self.guard is not None,
+                         "keys_dir": None if self.config.keys_dir is None else str(self.config.keys_dir)},
         }}
 
 
