@@ -18,7 +18,7 @@ from edge_runtime.station import ctl, keys
 from edge_runtime.station.config import load_station_config
 from edge_runtime.station.service import Station
 from edge_runtime.stream.protocol import encode_frame
-from edge_runtime.stream.security import is_loopback, read_metadata
+from edge_runtime.stream.security import is_loopback, read_metadata, warn_if_exposed
 from edge_runtime.station.keys import new_ring
 from tests.station_helpers import SMALL_3D, Client, free_endpoint, merged, running, serve_command, write_station
 
@@ -322,6 +322,10 @@ def test_without_security_local_caller_and_exposure_warning(tmp_path, caplog):
         ("local", None, "ok"), ("local", None, "ok"), ("local", None, "out_of_range")]
     assert audit[0]["what"] == "start" and audit[0]["detail"] == "no [security]"
     assert not [r for r in caplog.records if "without [security]" in r.getMessage()]  # loopback: no warning
+    warn_if_exposed("tcp://0.0.0.0:5557", "control")  # what sockets.bind says before such a bind
+    (warning,) = [r for r in caplog.records if "without [security]" in r.getMessage()]
+    assert warning.levelname == "WARNING" and "tcp://0.0.0.0:5557" in warning.getMessage()
+    assert "run every control command" in warning.getMessage()
 
 
 def test_serve_with_security_for_a_client_written_from_operator_md(tmp_path, clouds):

@@ -36,6 +36,7 @@ from typing import Callable
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
 from zmq.utils.monitor import recv_monitor_message
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ LOCAL_NAME = "local"  # who acts when the station runs without [security]
 # address; a client that retries is logged again, with its address, on a later try.
 UNKNOWN_PEER = "an unknown address"
 _REFUSAL_LOG_EVERY_S = 60.0
+_Z85_KEY_CHARS = 40  # a CURVE public key in z85
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,8 @@ class _Zap(ThreadAuthenticator):
         return self._caller is not None
 
     def curve_user_id(self, client_public_key: bytes) -> str:
-        return f"{self._caller.role}:{self._caller.name}"
+        # z85 (40 characters, may hold ':') first, then role:name; read back by Guard.caller
+        return z85.encode(client_public_key).decode() + f"{self._caller.role}:{self._caller.name}"
 
 
 class Guard:
@@ -260,8 +263,9 @@ class Guard:
     def caller(self, frame: zmq.Frame) -> Caller:
         """The identity the ZAP handler gave the connection ``frame`` came on; role
         "revoked" when its key has left the ring since (the connection outlived it)."""
-        role, _, name = frame.get("User-Id").partition(":")
-        if self.ring.names().get(name) != role:
+        user_id = frame.get("User-Id")
+        key, (role, _, name) = user_id[:_Z85_KEY_CHARS].encode(), user_id[_Z85_KEY_CHARS:].partition(":")
+        if self.ring.lookup(key) != Caller(name, role):
             role = "revoked"
         return Caller(name, role, frame.get("Peer-Address"))
 
