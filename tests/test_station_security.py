@@ -272,6 +272,8 @@ def test_reject_gate_only_and_keys_revoked_while_connected(tmp_path, clouds):
         assert not pulls["screen"].poll(200) and not pulls["alice"].poll(200)
 
         assert keys.main(["remove", "--dir", str(keys_dir), "screen"]) == 0
+        assert keys.main(["add", "--dir", str(keys_dir), "--role", "observer", "screen",  # a new key, same name
+                          "--out", str(tmp_path / "screen-2.secret")]) == 0
         kept.send(msgpack.packb({"cmd": "status"}))
         assert kept.poll(10_000)
         reply = msgpack.unpackb(kept.recv())
