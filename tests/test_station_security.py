@@ -284,7 +284,7 @@ def test_reject_gate_only_and_keys_revoked_while_connected(tmp_path, clouds):
     assert [a for a in audit if a["who"] == "screen" and a["role"] == "revoked" and a["result"] == "forbidden"]
 
 
-def test_station_refuses_keys_others_can_read_or_write(tmp_path):
+def test_station_refuses_keys_others_can_read_or_write(tmp_path, caplog):
     config, keys_dir, certs = secured(tmp_path)
     os.chmod(keys_dir / "station.key_secret", 0o644)
     with pytest.raises(OSError, match="chmod 600"):
@@ -294,7 +294,10 @@ def test_station_refuses_keys_others_can_read_or_write(tmp_path):
     with pytest.raises(OSError, match="writable by group or others"):
         Station(config).start()
     os.chmod(keys_dir / "operators", 0o700)
-    with running(Station(config)) as station:  # the failed starts left nothing bound or locked
+    os.chmod(tmp_path / "lines", 0o777)
+    with caplog.at_level(logging.WARNING), running(Station(config)) as station:  # failed starts left nothing bound
+        assert any("profiles folder" in r.getMessage() and "chooses what a switch loads" in r.getMessage()
+                   for r in caplog.records)
         c = Client(station.endpoints, {"control": certs["alice"]})
         assert c.request({"cmd": "status"})["ok"]
         os.chmod(keys_dir / "operators", 0o777)  # someone could add a key now: admit nobody
@@ -383,3 +386,22 @@ def test_serve_with_security_for_a_client_written_from_operator_md(tmp_path, clo
         if proc.poll() is None:
             proc.kill()
         ctx.destroy(linger=0)
+
+
+def test_demo_and_bench_key_options(tmp_path):
+    from edge_runtime.bench.station import build_parser as bench_parser
+    from edge_runtime.station.demo import build_parser as demo_parser
+
+    keys_dir, certs = new_ring(tmp_path, ROLES)
+    for parser in (demo_parser(), bench_parser()):
+        given = parser.parse_args(["--keys-dir", str(keys_dir), "--sensor-key", str(certs["cam"]),
+                                   "--subscriber-key", str(certs["screen"])])
+        assert keys.client_keys_of(given, tmp_path) == (keys_dir, certs["cam"], certs["screen"])
+        assert keys.client_keys_of(parser.parse_args([]), tmp_path) == (None, None, None)
+        with pytest.raises(ValueError, match="--sensor-key and --subscriber-key"):
+            keys.client_keys_of(parser.parse_args([]), tmp_path, keys_dir)  # the config has [security]
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    made, sensor, subscriber = keys.client_keys_of(demo_parser().parse_args(["--secure"]), scratch)
+    ring = keys.KeyRing(made).names()
+    assert ring == {sensor.stem: "sensor", subscriber.stem: "observer"} and sensor.is_file()

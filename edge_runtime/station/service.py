@@ -41,7 +41,7 @@ from edge_runtime.station.verdicts import VerdictSink
 from edge_runtime.station.worker import LineWorker
 from edge_runtime.stream.control import Control, Refused
 from edge_runtime.stream.publisher import Publisher
-from edge_runtime.stream.security import LOCAL, Caller, Guard
+from edge_runtime.stream.security import LOCAL, Caller, Guard, check_private
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,11 @@ class Station:
                 if cfg.reject and not cfg.reject_gate:
                     log.warning("any observer key may connect to the reject-gate socket and take verdicts away "
                                 "from the gate: name the gate's key in [security] reject_gate")
+                if cfg.profiles_dir is not None and cfg.profiles_dir.is_dir():
+                    try:
+                        check_private(cfg.profiles_dir, "profiles folder")
+                    except PermissionError as exc:
+                        log.warning("%s: whoever writes there chooses what a switch loads", exc)
             self.publisher = Publisher(self.ctx, cfg.verdicts, cfg.reject, guard=self.guard)
             self.sink = VerdictSink(self.store, self.publisher, self.metrics)
             self.intake = Intake(self.ctx, cfg, self.workers.get, lambda: list(self.workers), self.store,
