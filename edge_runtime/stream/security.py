@@ -8,12 +8,13 @@ A keys folder (made by ``musc-edge keys``)::
     operators/NAME.key
 
 A client key's name is its file stem, its role is its folder. Every server
-socket of a secured station is a CURVE server in its own ZAP domain (the
-socket's name: frames, verdicts, control, reject; ``sockets.bind`` sets it up); the ZAP handler admits a
-client whose public key is in the ring with a role that ``roles[domain]``
-allows. The authenticated identity reaches the station as the message's
-``User-Id`` ("role:name"), read back by ``Guard.caller``. Which roles a socket
-admits is station policy and is handed in; this module only enforces it.
+socket of a secured station is a CURVE server in its own ZAP domain, the
+socket's name (frames, verdicts, control, reject; ``sockets.bind`` sets it
+up). pyzmq's ZAP handler (``zmq.auth``) admits a client whose public key is in
+the ring with a role that ``roles[domain]`` allows. The identity reaches the
+station as each message's ``User-Id`` (the key, then "role:name"), read back by
+``Guard.caller``. Which roles a socket admits is station policy and is handed
+in; this module only enforces it.
 
 Refusals are logged with the peer address, at most once a minute per
 (socket, peer, key) so a client retrying every 100 ms cannot flood the log.
@@ -26,6 +27,7 @@ import ipaddress
 import logging
 import os
 import re
+import socket
 import stat
 import threading
 import time
@@ -285,7 +287,8 @@ class Guard:
                 domain, handshakes = self._monitors[mon]
                 refused = handshakes.on_event(event["event"], event["value"])
                 if refused:
-                    self.refuse(domain, *refused)
+                    address, reason = refused
+                    self.refuse(domain, address, None, reason)
 
     def stop(self) -> None:
         """After the secured sockets are closed: end the monitor and ZAP threads."""
@@ -307,8 +310,8 @@ class _Handshakes:
         self.peers: dict[int, str] = {}
         self.failed: str | None = None
 
-    def on_event(self, kind: int, value: int) -> tuple[str, None, str] | None:
-        """(peer address, None, reason) when a connection was refused before ZAP."""
+    def on_event(self, kind: int, value: int) -> tuple[str, str] | None:
+        """(peer address, reason) when a connection was refused before ZAP."""
         if kind == zmq.EVENT_ACCEPTED:
             self.peers[value] = _peer_of(value)
         elif kind in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
@@ -318,13 +321,11 @@ class _Handshakes:
         elif kind == zmq.EVENT_DISCONNECTED:
             address, reason, self.failed = self.peers.pop(value, UNKNOWN_PEER), self.failed, None
             if reason:
-                return address, None, reason
+                return address, reason
         return None
 
 
 def _peer_of(fd: int) -> str:
-    import socket
-
     try:
         with socket.socket(fileno=os.dup(fd)) as s:
             host = s.getpeername()
