@@ -5,13 +5,16 @@ Threads and what each one owns:
 - ingest: the PULL socket, the pairer (``edge_runtime.stream.ingest``);
 - one worker per line: its LineInspector and queue (``edge_runtime.station.worker``);
 - publisher: the PUB and reject-gate PUSH sockets (``edge_runtime.stream.publisher``);
-- control: the REP socket; commands that touch a line run in its worker.
+- control: the REP socket; commands that touch a line run in its worker;
+- http (``[http]``, on by default): health, metrics, the dashboard (``edge_runtime.station.http``).
 
-Start-up binds every socket first (a busy port fails fast), loads the lines
+Start-up binds every socket first (a busy port fails fast) and starts the
+HTTP server (``/readyz`` answers 503 until the lines are up), loads the lines
 (windows come back from the state directory), re-scores the parts a crash left
 without a verdict, then starts the threads. ``stop`` drains in order: ingest
 (parts still waiting for a frame are decided on what they have), workers
-(queues, pending decisions, window snapshots), publisher, control.
+(queues, pending decisions, window snapshots), publisher, control, http.
+``phase`` says where it is: stopped, starting, serving, stopping.
 """
 from __future__ import annotations
 
@@ -23,7 +26,9 @@ from typing import Callable
 import zmq
 
 from edge_runtime.station.config import LineProfile, StationConfig
+from edge_runtime.station.http import HttpServer
 from edge_runtime.station.metrics import Metrics
+from edge_runtime.station.observe import Observer
 from edge_runtime.station.sink import VerdictSink
 from edge_runtime.station.store import StoredPart, Store
 from edge_runtime.station.worker import LineWorker
@@ -31,7 +36,7 @@ from edge_runtime.stream.control import Control
 from edge_runtime.stream.decode import decode_payload
 from edge_runtime.stream.ingest import Ingest
 from edge_runtime.stream.pairing import Frame, PendingPart
-from edge_runtime.stream.protocol import ProtocolError, parse_frame
+from edge_runtime.stream.protocol import ProtocolError, pack, parse_frame
 from edge_runtime.stream.publisher import Publisher
 
 log = logging.getLogger(__name__)
@@ -58,6 +63,10 @@ class Station:
         self.config = config
         self._factory = inspector_factory
         self.metrics = Metrics()
+        self.observer = Observer()
+        self.observer.watch(lambda: self.status() if self.phase == "serving" else None)
+        self.http: HttpServer | None = None
+        self.phase = "stopped"
         self.workers: dict[str, LineWorker] = {}
         self._stop_requested = threading.Event()
         self._switch_lock = threading.Lock()
@@ -75,13 +84,24 @@ class Station:
             self.ingest = Ingest(self.ctx, cfg.frames, self.workers.get, self.store, self.sink, self.metrics,
                                  cfg.rcvhwm, cfg.max_frame_bytes, cfg.max_pending)
             self.control = Control(self.ctx, cfg.control, self.handle)
-        except zmq.ZMQError as exc:
+            self.sink.listeners.append(self.observer.on_verdict)
+            if cfg.http.enabled:
+                # the control socket's own validation and dispatch; the caller is for the audit (lead: issue 10)
+                self.http = HttpServer(self, cfg.http, self.observer,
+                                       lambda request, caller: self.control.answer([pack(request)]))
+        except (zmq.ZMQError, OSError) as exc:
             self.ctx.destroy(linger=0)
             self.store.close()
             raise OSError(f"cannot bind the station's sockets: {exc}") from None
+        self.phase = "starting"
         try:
+            if self.http is not None:
+                self.http.start()
             self._load_lines()
         except BaseException:
+            self.phase = "stopped"
+            if self.http is not None:
+                self.http.stop()
             self.ctx.destroy(linger=0)
             self.store.close()
             raise
@@ -93,8 +113,10 @@ class Station:
         self.ingest.start()
         self.control.start()
         self._started = True
-        log.info("station up: frames %s, verdicts %s, control %s%s; lines %s; state %s",
+        self.phase = "serving"
+        log.info("station up: frames %s, verdicts %s, control %s%s%s; lines %s; state %s",
                  self.ingest.endpoint, self.publisher.endpoint, self.control.endpoint,
+                 f", dashboard {self.http.url}" if self.http else "",
                  f", reject gate {self.publisher.reject_endpoint}" if self.publisher.reject_endpoint else "",
                  ", ".join(f"{n} ({w.status['window']}/{w.status['capacity']} warm)" for n, w in self.workers.items()),
                  cfg.state_dir)
@@ -117,7 +139,8 @@ class Station:
     def endpoints(self) -> dict[str, str | None]:
         """The bound endpoints (real ports when the config asked for ``:*``)."""
         return {"frames": self.ingest.endpoint, "verdicts": self.publisher.endpoint,
-                "control": self.control.endpoint, "reject": self.publisher.reject_endpoint}
+                "control": self.control.endpoint, "reject": self.publisher.reject_endpoint,
+                "http": self.http.url if self.http else None}
 
     def request_stop(self) -> None:
         """Ask for a graceful shutdown (signal handlers, the control socket)."""
@@ -141,6 +164,7 @@ class Station:
         if not self._started:
             return
         self._started = False
+        self.phase = "stopping"
         log.info("station stopping: draining in-flight parts")
         self.ingest.stop()
         self.ingest.join()
@@ -152,6 +176,9 @@ class Station:
         self.publisher.join()
         self.control.stop()
         self.control.join()
+        if self.http is not None:
+            self.http.stop()
+        self.phase = "stopped"
         self.store.close()
         self.ctx.term()
         log.info("station stopped; windows saved in %s", self.config.state_dir)
@@ -282,7 +309,7 @@ class Station:
             lines[name] = {
                 **w.status, "product": w.profile.product, "profile_source": w.profile.source,
                 "model": w.inspector.model_digest, "profile": w.inspector.profile_digest,
-                "queue": w.queue.qsize(), "queue_capacity": w.queue.maxsize,
+                "queue": w.queue.qsize(), "queue_capacity": w.queue.maxsize, "queue_bytes": w.queued_bytes,
                 "queue_policy": w.profile.stream.queue_policy,
                 "awaiting_frames": self.ingest.pending_counts.get(name, 0),
                 "busy_ms": None if w.busy_since is None else (time.monotonic() - w.busy_since) * 1e3,

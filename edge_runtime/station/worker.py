@@ -99,6 +99,12 @@ class LineWorker(threading.Thread):
         """Score what is queued, decide pending parts, save the window, end."""
         self._finish.set()
 
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of decoded frames waiting in the queue."""
+        with self.queue.mutex:
+            return sum(f.array.nbytes for part in self.queue.queue for f in part.frames.values())
+
     # --- the worker thread -------------------------------------------------
 
     def run(self) -> None:
@@ -202,7 +208,7 @@ class LineWorker(threading.Thread):
         header, png = decision_header(self.line, decision, self.inspector.model_digest,
                                       self.inspector.profile_digest, stages,
                                       with_map=self.profile.settings.map_output)
-        self.sink.emit(header, png, origin="inspector", drop_frames=False)
+        self.sink.emit(header, png, origin="inspector", drop_frames=False, preprocessed=decision.preprocessed)
 
     def _emit_error(self, part: PendingPart, code: str, message: str) -> None:
         _, stages = self._stream_ms.pop(part.part, (None, {}))
