@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import cv2
@@ -26,6 +28,9 @@ from tests.station_helpers import SMALL_3D, Client, running, write_station
 pytestmark = pytest.mark.timeout(240)
 
 TOKEN = "s3cret-operator-token-0123"
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+# families a station exports once its status reports them (alerts, references: the guarded window)
+REPORTED_WHEN_PRESENT = {"musc_edge_alerts_active", "musc_edge_window_references", "musc_edge_degraded"}
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +92,11 @@ def test_metrics_count_the_parts_sent(tmp_path, clouds):
         send(c, "nope", clouds, 0, 1)  # a line this station does not serve: an error verdict
         c.push.send_multipart([b"\xc1 not a header", b""])  # malformed: names no line, counted station-wide
         got = c.verdicts(sum(sent.values()) + 1)
+        send(c, "tile", clouds, 0, 1)  # tile-0 again: a duplicate frame, dropped
+        c.push.send_multipart(encode_frame("tile", "tile-99", 99, "rgb", np.zeros((64, 64, 3), np.uint8)))  # unused
         by_line = Counter((h["line"], h["verdict"]) for h, _ in got)
-        wait_for(lambda: samples(url).get(("musc_edge_published_total", ())) == len(got), "/metrics to catch up")
+        wait_for(lambda: samples(url).get(("musc_edge_published_total", ())) == len(got)
+                 and station.status()["lines"]["tile"]["counts"].get("unused_frames"), "/metrics to catch up")
         m = samples(url)
         status = station.status()
 
@@ -99,7 +107,7 @@ def test_metrics_count_the_parts_sent(tmp_path, clouds):
             labels = lambda **kw: tuple(sorted({"line": line, **kw}.items()))  # noqa: E731
             counted = {v: m[("musc_edge_verdicts_total", labels(verdict=v))] for v in ("ok", "ng", "inconclusive", "error")}
             assert counted == {v: by_line[(line, v)] for v in counted} and sum(counted.values()) == n
-            assert m[("musc_edge_frames_total", labels())] == n
+            assert m[("musc_edge_frames_total", labels())] == n + 2 * (line == "tile")
             assert m[("musc_edge_stage_latency_seconds_count", labels(stage="total"))] == n
             assert m[("musc_edge_stage_latency_seconds_bucket", labels(stage="total", le="+Inf"))] == n
             assert m[("musc_edge_stage_latency_seconds_sum", labels(stage="total"))] > 0
@@ -112,6 +120,15 @@ def test_metrics_count_the_parts_sent(tmp_path, clouds):
             assert m[("musc_edge_queue_parts", labels())] == 0 and m[("musc_edge_queue_bytes", labels())] == 0
         assert m[("musc_edge_verdict_codes_total", (("code", "unknown_line"), ("line", "nope"), ("verdict", "error")))] == 1
         assert m[("musc_edge_malformed_total", (("code", "not_msgpack"),))] == 1
+        assert m[("musc_edge_dropped_total", (("line", "tile"), ("reason", "duplicate_frame")))] == 1
+        assert m[("musc_edge_dropped_total", (("line", "tile"), ("reason", "unused_frame")))] == 1
+
+        # the Prometheus rules and the Grafana dashboard in deploy/ ask only for what a station exports
+        named = set()
+        for path in (DEPLOY / "monitoring").iterdir():
+            named |= set(re.findall(r"\bmusc_edge_[a-z_]+", path.read_text()))
+        exported = {name for name, _ in m}
+        assert named - exported <= REPORTED_WHEN_PRESENT, named - exported
         c.close()
 
 

@@ -66,7 +66,7 @@ def _frames(settings, sim, part: str, seq: int) -> list[list[bytes]]:
 
 def end_to_end(profile, window: int, parts: int, sims: list) -> dict:
     """One station, one line with window N; warm-up, throughput, latency, memory."""
-    from edge_runtime.station.config import StationConfig, StreamSettings
+    from edge_runtime.station.config import HttpSettings, StationConfig, StreamSettings
     from edge_runtime.station.service import Station
     from edge_runtime.station.worker import LineWorker
 
@@ -75,7 +75,8 @@ def end_to_end(profile, window: int, parts: int, sims: list) -> dict:
     line = dataclasses.replace(profile, settings=settings, stream=StreamSettings(pair_timeout_ms=30000, queue=8))
     with tempfile.TemporaryDirectory(prefix="musc-edge-bench-") as state:
         config = StationConfig(lines={"bench": line}, frames="tcp://127.0.0.1:*", verdicts="tcp://127.0.0.1:*",
-                               control="tcp://127.0.0.1:*", state_dir=Path(state), snapshot_every=10**9)
+                               control="tcp://127.0.0.1:*", state_dir=Path(state), snapshot_every=10**9,
+                               http=HttpSettings(port=0))
         station = Station(config)
         station.start()
         ctx = zmq.Context()

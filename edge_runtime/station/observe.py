@@ -32,7 +32,8 @@ THRESHOLD_HISTORY = 500
 VERDICTS = ("ok", "ng", "inconclusive", "error")
 # Per-stage latencies span sub-millisecond decoding to multi-second warm-up scoring.
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-# Line counters that stand for a frame or part the station did not score, by reason.
+# Line counters of frames or parts the station did not score, by reason (refused frames are
+# not here: they are answered with error verdicts, counted by code).
 _DROPS = {"dropped_overload": "overload", "late_frames": "late_frame", "duplicate_frames": "duplicate_frame",
           "unused_frames": "unused_frame"}
 
@@ -196,9 +197,8 @@ class _StatusCollector:
                 verdicts.add_metric([line, verdict], counts.get(f"verdict_{verdict}", 0))
             frames.add_metric([line], counts.get("frames", 0))
             for key, value in counts.items():
-                reason = _DROPS.get(key) or (key if key.startswith("refused_") else None)
-                if reason:
-                    drops.add_metric([line, reason], value)
+                if key in _DROPS:
+                    drops.add_metric([line, _DROPS[key]], value)
             for key, family in gauges.items():
                 if s.get(key) is not None:
                     family.add_metric([line], float(s[key]))
