@@ -95,8 +95,11 @@ def test_metrics_count_the_parts_sent(tmp_path, clouds):
         send(c, "tile", clouds, 0, 1)  # tile-0 again: a duplicate frame, dropped
         c.push.send_multipart(encode_frame("tile", "tile-99", 99, "rgb", np.zeros((64, 64, 3), np.uint8)))  # unused
         by_line = Counter((h["line"], h["verdict"]) for h, _ in got)
+        # the counters and the status follow the published verdicts by a moment
         wait_for(lambda: samples(url).get(("musc_edge_published_total", ())) == len(got)
-                 and station.status()["lines"]["tile"]["counts"].get("unused_frames"), "/metrics to catch up")
+                 and station.status()["lines"]["tile"]["counts"].get("unused_frames")
+                 and all(station.status()["lines"][line]["window"] == min(n, 8) for line, n in sent.items()),
+                 "/metrics to catch up")
         m = samples(url)
         status = station.status()
 
@@ -247,7 +250,7 @@ def test_events_pictures_and_operator_actions(tmp_path, clouds):
         tile = state["lines"]["tile"]
         assert [v["part"] for v in tile["feed"]] == [f"tile-{i}" for i in range(8)]
         assert [v["part"] for v in tile["ng"]] == ["tile-6", "tile-7"]
-        assert tile["thresholds"][-1][1:] == [-1.0, "operator"] and tile["window"] == 8
+        assert tile["thresholds"][-1][1:] == [-1.0, "operator"] and tile["capacity"] == 8
 
         code, png, ctype = get(url + "/api/lines/tile/parts/tile-7/picture.png")
         picture = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)

@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from edge_runtime.evaluate.overlay import overlay_image
-from edge_runtime.stream.publisher import decode_map
+from edge_runtime.stream.protocol import Verdict, decode_map
 
 FEED_LENGTH = 100
 NG_PICTURES = 6
@@ -57,7 +57,8 @@ def part_picture(preprocessed) -> np.ndarray | None:
 
 
 def feed_entry(header: dict) -> dict:
-    """The part of a verdict header the dashboard shows (JSON-ready)."""
+    """What the dashboard shows of a verdict's wire header (JSON-ready); fields other
+    issues add (``reference``) show when present."""
     error = header.get("error") or {}
     return {
         "line": header["line"], "part": header["part"], "seq": header["seq"], "vseq": header.get("vseq"),
@@ -108,8 +109,9 @@ class Observer:
         with self._lock:
             self._subscribers.remove(fn)
 
-    def on_verdict(self, header: dict, map_png: bytes | None, preprocessed=None) -> None:
+    def on_verdict(self, verdict: Verdict, map_png: bytes | None, preprocessed=None) -> None:
         """The VerdictSink listener. preprocessed: the part's ``Preprocessed`` frames or None."""
+        header = verdict.to_wire()
         line = header["line"]
         for stage, ms in header["latency_ms"].items():
             self._latency.labels(line, stage).observe(ms / 1e3)
