@@ -304,7 +304,10 @@ def main(argv: list[str]) -> int:
                 print(tally.line(), flush=True)
         if args.keep_open and station.endpoints["http"]:
             print(f"all parts answered; the dashboard stays at {station.endpoints['http']}/ until Ctrl-C", flush=True)
-            station.wait()
+            try:
+                station.wait()
+            except KeyboardInterrupt:  # the way out of --keep-open, not a failure
+                pass
     except KeyboardInterrupt:
         code = 130
     finally:

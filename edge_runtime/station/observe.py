@@ -189,6 +189,7 @@ class _StatusCollector:
             ("queue_capacity", "queue_capacity", "Parts the line's queue holds"),
             ("queue_bytes", "queue_bytes", "Bytes of frames waiting for scoring"),
             ("awaiting_frames", "awaiting_frames", "Parts waiting for their other sensor's frame"),
+            ("held", "held_parts", "Parts the intake holds because the line's queue is full (block lines)"),
             ("threshold", "threshold", "Decision threshold (ng when score > threshold)"),
             ("parts_per_s", "parts_per_second", "Verdicts per second over the last 30 s"),
         )}
