@@ -85,6 +85,9 @@ def _json(obj, status: int = 200) -> web.Response:
 
 
 def _bind(settings: HttpSettings) -> socket.socket:
+    if not settings.host.startswith("127.") and settings.host not in ("localhost", "::1"):
+        log.warning("HTTP on %s: the dashboard and /metrics are reachable beyond this machine, without TLS; "
+                    "operator tokens travel in clear (put a TLS reverse proxy in front)", settings.url)
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -223,6 +226,8 @@ class HttpServer:
         seen = self._observer.lines()
         empty = {"feed": [], "ng": [], "thresholds": []}
         lines = {name: {**s, **seen.get(name, empty)} for name, s in status["lines"].items()}
+        # parts sent for a line this station does not serve: their error verdicts are worth seeing
+        lines.update({name: {"served": False, **s} for name, s in seen.items() if name not in lines})
         return _json({"station": status["station"], "lines": lines})
 
     async def _events(self, request: web.Request) -> web.StreamResponse:

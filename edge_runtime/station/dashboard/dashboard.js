@@ -102,6 +102,10 @@ function renderStatus(name, line) {
   const s = line.status;
   if (!s) return;
   const e = line.el;
+  if (s.served === false) {
+    $(e, ".product").textContent = "not served by this station: its parts are answered with errors";
+    return;
+  }
   $(e, ".product").textContent = `${s.product} · ${s.profile_source}`;
   const refs = "references" in s ? ` · ${s.references} references` : "";
   $(e, ".window").textContent = `${s.window}/${s.capacity}${refs}${s.window < s.min_window ? " (warming up)" : ""}`;
@@ -252,8 +256,9 @@ async function load() {
     Object.assign(line, {feed: s.feed, ng: s.ng.slice(-NG_SHOWN), thresholds: s.thresholds, status: s});
     renderFeed(name, line);
     renderNg(name, line);
+    renderStatus(name, line);
   }
-  onStatus(state);
+  onStatus({station: state.station, lines: Object.fromEntries(Object.entries(state.lines).filter(([, s]) => s.served !== false))});
 }
 
 function connect() {
