@@ -1,5 +1,5 @@
 """The dashboard in a real browser (Debian's headless Chromium through Selenium): panels per
-line, verdicts arriving live, read-only until an operator signs in, an operator action, ng
+line, verdicts arriving live, read-only until an operator signs in, operator actions (threshold, switch), ng
 pictures; a screenshot is saved (``dashboard.png`` in the test's folder)."""
 from __future__ import annotations
 
@@ -95,6 +95,12 @@ def test_dashboard_shows_verdicts_live_and_operator_actions(tmp_path, browser):
         wait(browser, "the operator's threshold",
              lambda d: tile.find_element(By.CSS_SELECTOR, ".threshold").text == "0.0500 (operator:alice)")
         assert station.status()["lines"]["tile"]["threshold"] == 0.05  # the action reached the line
+        gland = browser.find_element(By.CSS_SELECTOR, 'section[data-line="gland"]')
+        gland.find_element(By.CSS_SELECTOR, ".profile").send_keys("tile")  # the same settings, another file
+        gland.find_element(By.CSS_SELECTOR, ".switch").click()
+        wait(browser, "the switched profile",
+             lambda d: gland.find_element(By.CSS_SELECTOR, ".product").text.endswith("lines/tile.toml"))
+        assert station.workers["gland"].profile.source.endswith("tile.toml")
 
         send(c, 8, 4)
         sub = c.verdicts(8)
