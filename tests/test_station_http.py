@@ -121,9 +121,12 @@ def test_metrics_count_the_parts_sent(tmp_path, clouds):
             assert m[("musc_edge_window_capacity", labels())] == 8
             assert m[("musc_edge_threshold", labels())] == pytest.approx(status["lines"][line]["threshold"])
             assert m[("musc_edge_queue_parts", labels())] == 0 and m[("musc_edge_queue_bytes", labels())] == 0
-        assert m[("musc_edge_verdict_codes_total", (("code", "unknown_line"), ("line", "nope"), ("verdict", "error")))] == 1
-        nope = json.loads(get(url + "/api/state")[1])["lines"]["nope"]  # shown, marked as not served here
+        # lines a sender makes up share one label and one feed, marked as not served here
+        unserved = (("code", "unknown_line"), ("line", "_unserved"), ("verdict", "error"))
+        assert m[("musc_edge_verdict_codes_total", unserved)] == 1
+        nope = json.loads(get(url + "/api/state")[1])["lines"]["_unserved"]
         assert nope["served"] is False and [v["code"] for v in nope["feed"]] == ["unknown_line"]
+        assert "'nope'" in nope["feed"][0]["message"]
         assert m[("musc_edge_malformed_total", (("code", "not_msgpack"),))] == 1
         assert m[("musc_edge_dropped_total", (("line", "tile"), ("reason", "duplicate_frame")))] == 1
         assert m[("musc_edge_dropped_total", (("line", "tile"), ("reason", "unused_frame")))] == 1

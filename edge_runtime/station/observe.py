@@ -8,8 +8,10 @@ Counters the station already keeps (verdicts, frames, drops) and its gauges
 scrape time, so each number has one source; what only the verdicts themselves
 tell (per-stage latencies, error codes) is recorded here.
 
-Memory is bounded: per line ``FEED_LENGTH`` verdicts, ``NG_PICTURES`` ng parts
-(their preprocessed frames and map PNG) and ``THRESHOLD_HISTORY`` threshold changes.
+Memory and label sets are bounded: per line ``FEED_LENGTH`` verdicts,
+``NG_PICTURES`` ng parts (their preprocessed frames and map PNG) and
+``THRESHOLD_HISTORY`` threshold changes; verdicts for lines the station does not
+serve (any name a sender makes up) are recorded together as line ``UNSERVED``.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ FEED_LENGTH = 100
 NG_PICTURES = 6
 THRESHOLD_HISTORY = 500
 VERDICTS = ("ok", "ng", "inconclusive", "error")
+UNSERVED = "_unserved"  # no line name starts with "_" (protocol NAME)
 # Per-stage latencies span sub-millisecond decoding to multi-second warm-up scoring.
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # Line counters of frames or parts the station did not score, by reason (refused frames are
@@ -81,9 +84,13 @@ class _NgPart:
 
 
 class Observer:
-    """Records verdicts for /metrics and the dashboard; thread-safe."""
+    """Records verdicts for /metrics and the dashboard; thread-safe.
 
-    def __init__(self):
+    served(line) -> bool: whether the station serves ``line`` now.
+    """
+
+    def __init__(self, served: Callable[[str], bool]):
+        self._served = served
         self.registry = CollectorRegistry()
         self._latency = Histogram("musc_edge_stage_latency_seconds",
                                   "Time a part spent in each stage (total: first frame in to verdict out)",
@@ -112,12 +119,12 @@ class Observer:
     def on_verdict(self, verdict: Verdict, map_png: bytes | None, preprocessed=None) -> None:
         """The VerdictSink listener. preprocessed: the part's ``Preprocessed`` frames or None."""
         header = verdict.to_wire()
-        line = header["line"]
+        line = header["line"] if self._served(header["line"]) else UNSERVED
         for stage, ms in header["latency_ms"].items():
             self._latency.labels(line, stage).observe(ms / 1e3)
         if header.get("error"):
             self._codes.labels(line, header["verdict"], header["error"]["code"]).inc()
-        entry = feed_entry(header)
+        entry = {**feed_entry(header), "line": line}  # an unserved line's name is in the error message
         with self._lock:
             self._feeds[line].append(entry)
             history = self._thresholds[line]

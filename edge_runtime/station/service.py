@@ -64,7 +64,7 @@ class Station:
         self.config = config
         self._factory = inspector_factory
         self.metrics = Metrics()
-        self.observer = Observer()
+        self.observer = Observer(served=lambda line: line in self.workers)
         self.observer.watch(lambda: self.status() if self.phase == "serving" else None)
         self.http: HttpServer | None = None
         self.phase = "stopped"

@@ -229,6 +229,10 @@ function onStatus(status) {
 
 function onVerdict(v) {
   const line = panel(v.line);
+  if (!line.status) {  // not in the last status: not served, until a status says otherwise
+    line.status = {served: false};
+    renderStatus(v.line, line);
+  }
   if (line.feed.some((f) => f.part === v.part)) return;  // already in the snapshot
   line.feed.push(v);
   if (line.feed.length > FEED_ROWS) line.feed.shift();
