@@ -20,6 +20,7 @@ def test_no_config_means_one_default_line_on_the_default_endpoints(monkeypatch):
     assert (cfg.frames, cfg.verdicts, cfg.control) == tuple(DEFAULT_ENDPOINTS[k] for k in ("frames", "verdicts", "control"))
     assert cfg.reject is None and cfg.state_dir == Path("state")
     assert cfg.lines["default"].sensors == {"rgb", "xyz"}
+    assert cfg.http.enabled and cfg.http.url == "http://127.0.0.1:8080" and cfg.http.operator_tokens == ()
 
 
 def test_systemd_state_directory_is_the_default(monkeypatch):
@@ -31,7 +32,7 @@ def test_systemd_state_directory_is_the_default(monkeypatch):
 def test_the_deploy_example_loads():
     cfg = load_station_config(DEPLOY / "station.toml")
     assert sorted(cfg.lines) == ["tile", "washer"]
-    assert cfg.reject == "tcp://127.0.0.1:5558"
+    assert cfg.reject == "tcp://127.0.0.1:5558" and cfg.http.url == "http://127.0.0.1:8080"
     assert cfg.lines["washer"].stream.queue_policy == "drop_oldest"
     assert cfg.lines["tile"].settings.window == 16 and cfg.lines["tile"].settings.min_window == 8
     assert cfg.resolve_profile("tile").source.endswith("tile.toml")
@@ -46,6 +47,10 @@ def test_the_deploy_example_loads():
     ("[lines]\nenabled = []\n", "non-empty"),
     ("[pumps]\n", "pumps"),
     ("[station\n", "not valid TOML"),
+    ("[http]\nport = 'eighty'\n", r"\[http\] port"),
+    ("[http]\nenabled = 'yes'\n", r"\[http\] enabled"),
+    ("[http]\nlisten = 8080\n", "listen"),
+    ("[http]\noperator_tokens = 'missing.txt'\n", "operator_tokens file .*missing.txt does not exist"),
 ])
 def test_bad_station_files_name_the_problem(tmp_path, text, match):
     path = tmp_path / "station.toml"
@@ -68,6 +73,27 @@ def test_bad_profiles_name_the_file_and_the_problem(tmp_path, text, match):
     with pytest.raises(ValueError, match=match) as err:
         load_profile(path)
     assert "bad.toml" in str(err.value)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("alice short\n", "at least 16 characters"),
+    ("alice\n", "expected 'name token'"),
+    ("al ice tok-0123456789abcdef\n", "expected 'name token'"),
+    ("alice tok-0123456789abcdef\nbob tok-0123456789abcdef\n", "appears twice"),
+])
+def test_operator_token_files_are_checked(tmp_path, text, match):
+    (tmp_path / "operators").write_text(text)
+    (tmp_path / "station.toml").write_text("[http]\noperator_tokens = 'operators'\n")
+    with pytest.raises(ValueError, match=match):
+        load_station_config(tmp_path / "station.toml")
+
+
+def test_operator_tokens_load_and_stay_out_of_the_repr(tmp_path):
+    (tmp_path / "operators").write_text("# who, token\nalice tok-0123456789abcdef  # day shift\n\nbob tok-fedcba9876543210\n")
+    (tmp_path / "station.toml").write_text("[http]\nport = 0\noperator_tokens = 'operators'\n")
+    cfg = load_station_config(tmp_path / "station.toml")
+    assert cfg.http.operator_tokens == (("alice", "tok-0123456789abcdef"), ("bob", "tok-fedcba9876543210"))
+    assert "tok-" not in repr(cfg) and cfg.http.port == 0
 
 
 def test_stream_defaults_block_senders():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,10 +17,11 @@ pytestmark = pytest.mark.timeout(600)
 def test_demo_runs_to_its_summary(tmp_path):
     out = tmp_path / "demo-out"
     done = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "demo", "--parts", "20", "--defect-rate", "0.3",
-                           "--seed", "1", "--maps", "2", "--out", str(out)],
+                           "--seed", "1", "--maps", "2", "--out", str(out), "--http-port", "0"],
                           capture_output=True, text=True, timeout=580)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "=== musc-edge demo summary ===" in done.stdout
+    assert re.search(r"^dashboard http://127\.0\.0\.1:\d+/ ", done.stdout, re.M)
     lines = [line for line in done.stdout.splitlines() if " tile " in line or " washer " in line]
     assert len(lines) >= 20  # one line per verdict
     summary = json.loads((out / "summary.json").read_text())

@@ -73,7 +73,7 @@ def _frames(settings, sim, part: str, seq: int) -> list[list[bytes]]:
 def end_to_end(profile, window: int, parts: int, sims: list, keys: tuple = (None, None, None)) -> dict:
     """One station, one line with window N; warm-up, throughput, latency, memory.
     keys: (keys folder, sensor certificate, subscriber certificate), or Nones for no CURVE."""
-    from edge_runtime.station.config import StationConfig, StreamSettings
+    from edge_runtime.station.config import HttpSettings, StationConfig, StreamSettings
     from edge_runtime.station.service import Station
     from edge_runtime.station.worker import LineWorker
 
@@ -84,7 +84,7 @@ def end_to_end(profile, window: int, parts: int, sims: list, keys: tuple = (None
         keys_dir, sensor_key, subscriber_key = keys
         config = StationConfig(lines={"bench": line}, frames="tcp://127.0.0.1:*", verdicts="tcp://127.0.0.1:*",
                                control="tcp://127.0.0.1:*", state_dir=Path(state), snapshot_every=10**9,
-                               keys_dir=keys_dir)
+                               http=HttpSettings(port=0), keys_dir=keys_dir)
         station_key = keys_dir / STATION_KEY if keys_dir else None
         station = Station(config)
         station.start()

@@ -29,6 +29,13 @@ station.toml::
     profiles_dir = "lines"       # relative to this file
     enabled = ["bracket", "tile"]  # each loads <profiles_dir>/<name>.toml
 
+    [http]                       # health, Prometheus metrics, the dashboard
+    enabled = true
+    host = "127.0.0.1"
+    port = 8080                  # 0 = any free port (the log and status say which)
+    operator_tokens = ""         # file of "name token" lines, relative to this file;
+                                 # "" = the dashboard is read-only for everyone
+
     [security]                   # optional: CURVE on every socket (see deploy/OPERATOR.md)
     keys_dir = "keys"            # relative to this file; made by `musc-edge keys init`
     reject_gate = ["gate"]       # the only keys admitted on the reject socket (default: any observer)
@@ -68,6 +75,50 @@ EMBEDDED_PROFILE: dict = {"line": {"name": DEFAULT_LINE}}
 EMBEDDED_SOURCE = "<embedded>"
 MODALITY_SENSOR = {modality: sensor for sensor, modality in SENSORS.items()}
 QUEUE_POLICIES = ("block", "drop_oldest")
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """The station's HTTP server. operator_tokens: (name, token) pairs whose bearer
+    token unlocks the dashboard's operator actions (kept out of the repr)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8080
+    operator_tokens: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise ValueError(f"[http] enabled must be true or false, got {self.enabled!r}")
+        if not isinstance(self.host, str) or not self.host:
+            raise ValueError(f"[http] host must be an address like 127.0.0.1, got {self.host!r}")
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+            raise ValueError(f"[http] port must be an integer in [0, 65535] (0 = any free port), got {self.port!r}")
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def load_operator_tokens(path: Path) -> tuple[tuple[str, str], ...]:
+    """``name token`` per line (``#`` comments, blank lines allowed); tokens of at
+    least 16 characters, names and tokens unique."""
+    if not path.is_file():
+        raise FileNotFoundError(f"[http] operator_tokens file {path} does not exist")
+    pairs: list[tuple[str, str]] = []
+    for n, raw in enumerate(path.read_text().splitlines(), 1):
+        text = raw.split("#", 1)[0].strip()
+        if not text:
+            continue
+        fields = text.split()
+        if len(fields) != 2 or not NAME.match(fields[0]) or len(fields[1]) < 16:
+            raise ValueError(f"{path}:{n}: expected 'name token': a plain name, a token of at least 16 characters")
+        pairs.append((fields[0], fields[1]))
+    names, tokens = [p[0] for p in pairs], [p[1] for p in pairs]
+    if len(set(names)) != len(names) or len(set(tokens)) != len(tokens):
+        raise ValueError(f"{path}: a name or a token appears twice")
+    return tuple(pairs)
 
 
 def _check_keys(table: dict, known: set[str], where: str) -> None:
@@ -175,6 +226,7 @@ class StationConfig:
     rcvhwm: int = 32
     max_frame_bytes: int = 256 * 1024 * 1024
     max_pending: int = 1024
+    http: HttpSettings = HttpSettings()
     keys_dir: Path | None = None  # [security]: CURVE with the keys in this folder; None: no security
     reject_gate: frozenset[str] | None = None  # [security]: the key names admitted on the reject socket
     source: str = EMBEDDED_SOURCE
@@ -253,7 +305,7 @@ def load_station_config(path: str | Path | None = None, state_dir: str | Path | 
                              **({"state_dir": Path(state_dir)} if state_dir else {}))
     path = Path(path)
     doc = _read_toml(path, "station config")
-    _check_keys(doc, {"station", "endpoints", "lines", "security"}, f"{path}")
+    _check_keys(doc, {"station", "endpoints", "lines", "http", "security"}, f"{path}")
     station = dict(doc.get("station", {}))
     _check_keys(station, {"state_dir", "snapshot_every", "synchronous", "log_level", "rcvhwm",
                           "max_frame_bytes", "max_pending"}, f"{path} [station]")
@@ -279,6 +331,11 @@ def load_station_config(path: str | Path | None = None, state_dir: str | Path | 
         raise ValueError(f"{path} [lines] enabled lists a line twice: {enabled}")
     draft = StationConfig(lines={DEFAULT_LINE: embedded_profile()}, profiles_dir=profiles_dir)
     lines = {check_line_name(name): draft.resolve_profile(name) for name in enabled}
+    http = dict(doc.get("http", {}))
+    _check_keys(http, {"enabled", "host", "port", "operator_tokens"}, f"{path} [http]")
+    tokens = http.pop("operator_tokens", "")
+    if tokens:
+        http["operator_tokens"] = load_operator_tokens(path.parent / tokens)
     chosen_state = state_dir or station.pop("state_dir", None)
     station.pop("state_dir", None)
     return StationConfig(
@@ -286,7 +343,7 @@ def load_station_config(path: str | Path | None = None, state_dir: str | Path | 
         frames=endpoints["frames"], verdicts=endpoints["verdicts"], control=endpoints["control"],
         reject=endpoints["reject"] or None, line_frames=dict(line_frames),
         state_dir=Path(chosen_state) if chosen_state else default_state_dir(),
-        profiles_dir=profiles_dir, source=str(path),
+        profiles_dir=profiles_dir, http=HttpSettings(**http), source=str(path),
         keys_dir=path.parent / security["keys_dir"] if security else None,
         reject_gate=frozenset(gate) if gate else None, **station,
     )

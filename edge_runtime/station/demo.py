@@ -7,7 +7,9 @@ socket, the scanner's clouds as raw float32 on another. The station (in this
 process, on free local ports and a fresh state directory) scores them; the
 subscriber prints one line per verdict, a running tally against the
 generator's ground truth, writes a few anomaly-map pictures, and ends with a
-summary once every part has its verdict.
+summary once every part has its verdict. The station's dashboard is served
+while the demo runs (its URL is printed first; ``--keep-open`` keeps it up
+after the last verdict until Ctrl-C).
 
 With ``--secure`` (or a config with [security], or --keys-dir) every socket
 runs CURVE: the sensors use a sensor key, the subscriber an observer key.
@@ -55,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--maps", type=int, default=4, help="anomaly-map pictures to write (default 4)")
     p.add_argument("--state-dir", help="keep windows here (default: a fresh temporary folder, cold start)")
     p.add_argument("--quiet", action="store_true", help="no line per verdict, only tallies and the summary")
+    p.add_argument("--http-port", type=int, help="the dashboard's port (default: the config's [http] port; "
+                   "0: any free port)")
+    p.add_argument("--keep-open", action="store_true",
+                   help="after the last verdict keep the station and its dashboard up until Ctrl-C")
     add_client_options(p)
     return p
 
@@ -231,6 +237,12 @@ def main(argv: list[str]) -> int:
     config = dataclasses.replace(config, frames="tcp://127.0.0.1:*", verdicts="tcp://127.0.0.1:*",
                                  control="tcp://127.0.0.1:*", reject=None, keys_dir=keys_dir)
     station_key = keys_dir / STATION_KEY if keys_dir else None
+    if args.http_port is not None:
+        try:
+            config = dataclasses.replace(config, http=dataclasses.replace(config.http, port=args.http_port))
+        except ValueError as exc:
+            print(f"musc-edge demo: --http-port: {exc}", file=sys.stderr)
+            return 2
     lines = list(config.lines)
     sizes = {p.settings.image_size for p in config.lines.values()}
     out = Path(args.out)
@@ -250,6 +262,8 @@ def main(argv: list[str]) -> int:
         return 1
     print(f"station up in {time.time() - t:.1f} s: frames {station.endpoints['frames']}, "
           f"verdicts {station.endpoints['verdicts']}, control {station.endpoints['control']}", flush=True)
+    if station.endpoints["http"]:
+        print(f"dashboard {station.endpoints['http']}/ (open it in a browser while the demo runs)", flush=True)
 
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
@@ -302,6 +316,12 @@ def main(argv: list[str]) -> int:
                     pictures.append(path)
             if tally.count % 10 == 0 or tally.count == args.parts:
                 print(tally.line(), flush=True)
+        if args.keep_open and station.endpoints["http"]:
+            print(f"all parts answered; the dashboard stays at {station.endpoints['http']}/ until Ctrl-C", flush=True)
+            try:
+                station.wait()
+            except KeyboardInterrupt:  # the way out of --keep-open, not a failure
+                pass
     except KeyboardInterrupt:
         code = 130
     finally:

@@ -6,20 +6,24 @@ Threads and what each one owns:
 - one worker per line: its LineInspector and queue (``edge_runtime.station.worker``);
 - publisher: the PUB and reject-gate PUSH sockets (``edge_runtime.stream.publisher``);
 - control: the REP socket; commands that touch a line run in its worker;
+- http (``[http]``, on by default): health, metrics, the dashboard (``edge_runtime.station.http``).
 - with ``[security]``: pyzmq's ZAP thread and a socket monitor (``edge_runtime.stream.security``).
 
 Every verdict, whoever decides it, leaves through ``station.verdicts.VerdictSink``.
 
-Start-up binds every socket first (a busy port fails fast), loads the lines
+Start-up binds every socket first (a busy port fails fast) and starts the
+HTTP server (``/readyz`` answers 503 until the lines are up), loads the lines
 (windows come back from the state directory), starts the workers, replays the
 parts a crash left in the store through the intake, then starts reading
 frames. ``stop`` drains in order: intake (parts still waiting for a frame are
 decided on what they have), workers (queues, pending decisions, window
-snapshots), publisher, control.
+snapshots), publisher, control, http. ``phase`` says where it is: stopped,
+starting, serving, stopping.
 
-Control requests arrive with their ``Caller``; ``access`` says which roles may
-run which command, and the store's audit log records every request that
-changes something, every refused one, and every refused connection.
+Control requests arrive with their ``Caller`` (from the control socket, or a
+dashboard operator); ``access`` says which roles may run which command, and the
+store's audit log records every request that changes something, every refused
+one, and every refused connection.
 """
 from __future__ import annotations
 
@@ -34,12 +38,15 @@ import zmq
 from edge_runtime.inspection.threshold import check_threshold
 from edge_runtime.station.access import COMMAND_ROLES, READ_ONLY, SOCKET_ROLES, may
 from edge_runtime.station.config import LineProfile, StationConfig
+from edge_runtime.station.http import HttpServer
 from edge_runtime.station.intake import Intake
 from edge_runtime.station.metrics import Metrics
+from edge_runtime.station.observe import Observer
 from edge_runtime.station.store import Store
 from edge_runtime.station.verdicts import VerdictSink
 from edge_runtime.station.worker import LineWorker
 from edge_runtime.stream.control import Control, Refused
+from edge_runtime.stream.protocol import pack
 from edge_runtime.stream.publisher import Publisher
 from edge_runtime.stream.security import LOCAL, Caller, Guard, check_private
 
@@ -67,6 +74,10 @@ class Station:
         self.config = config
         self._factory = inspector_factory
         self.metrics = Metrics()
+        self.observer = Observer(served=lambda line: line in self.workers)
+        self.observer.watch(lambda: self.status() if self.phase == "serving" else None)
+        self.http: HttpServer | None = None
+        self.phase = "stopped"
         self.workers: dict[str, LineWorker] = {}
         self._stop_requested = threading.Event()
         self._switch_lock = threading.Lock()
@@ -96,11 +107,19 @@ class Station:
             self.intake = Intake(self.ctx, cfg, self.workers.get, lambda: list(self.workers), self.store,
                                  self.sink, self.metrics, guard=self.guard)
             self.control = Control(self.ctx, cfg.control, self.handle, guard=self.guard, on_answer=self._audit)
+            self.sink.listeners.append(self.observer.on_verdict)
+            if cfg.http.enabled:
+                # the control socket's own validation, dispatch and audit; a token names an operator
+                self.http = HttpServer(self, cfg.http, self.observer, lambda request, name: self.control.respond(
+                    [pack(request)], Caller(name, "operator", "dashboard")))
         except (zmq.ZMQError, OSError, ValueError) as exc:
             self._close()
             what = "bind the station's sockets" if isinstance(exc, zmq.ZMQError) else "secure the station"
             raise OSError(f"cannot {what}: {exc}") from None
+        self.phase = "starting"
         try:
+            if self.http is not None:
+                self.http.start()
             self._load_lines()
         except BaseException:
             self._close()
@@ -115,9 +134,11 @@ class Station:
         self.intake.start()
         self.control.start()
         self._started = True
-        log.info("station up%s: frames %s, verdicts %s, control %s%s; lines %s; state %s",
+        self.phase = "serving"
+        log.info("station up%s: frames %s, verdicts %s, control %s%s%s; lines %s; state %s",
                  f" with CURVE (keys {cfg.keys_dir})" if self.guard else "",
                  self.intake.endpoint, self.publisher.endpoint, self.control.endpoint,
+                 f", dashboard {self.http.url}" if self.http else "",
                  f", reject gate {self.publisher.reject_endpoint}" if self.publisher.reject_endpoint else "",
                  ", ".join(f"{n} ({w.status['window']}/{w.status['capacity']} warm)" for n, w in self.workers.items()),
                  cfg.state_dir)
@@ -141,6 +162,7 @@ class Station:
         """The bound endpoints (real ports when the config asked for ``:*``)."""
         return {"frames": self.intake.endpoint, "verdicts": self.publisher.endpoint,
                 "control": self.control.endpoint, "reject": self.publisher.reject_endpoint,
+                "http": self.http.url if self.http else None,
                 **{f"frames.{line}": ep for line, ep in self.intake.line_endpoints.items()}}
 
     def request_stop(self) -> None:
@@ -165,6 +187,7 @@ class Station:
         if not self._started:
             return
         self._started = False
+        self.phase = "stopping"
         log.info("station stopping: draining in-flight parts")
         self.intake.stop()
         self.intake.join()
@@ -176,6 +199,9 @@ class Station:
         self.publisher.join()
         self.control.stop()
         self.control.join()
+        if self.http is not None:
+            self.http.stop()
+        self.phase = "stopped"
         if self.guard is not None:
             self.guard.stop()
         self.store.close()
@@ -184,6 +210,9 @@ class Station:
 
     def _close(self) -> None:
         """Undo a start that failed half-way."""
+        self.phase = "stopped"
+        if self.http is not None:
+            self.http.stop()
         if self.guard is not None:
             self.guard.stop()
         self.ctx.destroy(linger=0)
@@ -311,7 +340,7 @@ class Station:
             lines[name] = {
                 **w.status, "product": w.profile.product, "profile_source": w.profile.source,
                 "model": w.inspector.model_digest, "profile": w.inspector.profile_digest,
-                "queue": w.queue.qsize(), "queue_capacity": w.queue.maxsize,
+                "queue": w.queue.qsize(), "queue_capacity": w.queue.maxsize, "queue_bytes": w.queued_bytes,
                 "queue_policy": w.profile.stream.queue_policy,
                 "awaiting_frames": self.intake.pending_counts.get(name, 0), "held": self.intake.held(name),
                 "busy_ms": None if w.busy_since is None else (time.monotonic() - w.busy_since) * 1e3,

@@ -69,6 +69,12 @@ class LineWorker(threading.Thread):
         """Score what is queued, decide pending parts, save the window, end."""
         self._finish.set()
 
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of decoded frames waiting in the queue."""
+        with self.queue.mutex:
+            return sum(f.array.nbytes for part in self.queue.queue for f in part.frames.values())
+
     # --- the worker thread -------------------------------------------------
 
     def run(self) -> None:
@@ -118,9 +124,9 @@ class LineWorker(threading.Thread):
             decisions = []
             self._emit_error(part, "internal", f"{type(exc).__name__}: {exc}")
         self._in_window.append(part.part)
+        self.status = dict(self.inspector.status())  # before the verdicts leave: who got one sees its window
         for decision in decisions:
             self._emit(decision)
-        self.status = dict(self.inspector.status())
         self.busy_since = None
         if len(self._in_window) >= self.snapshot_every:
             try:
@@ -130,9 +136,10 @@ class LineWorker(threading.Thread):
 
     def flush(self) -> None:
         """Decide every pending part now (decision_delay > 0)."""
-        for decision in self.inspector.flush():
-            self._emit(decision)
+        decisions = self.inspector.flush()
         self.status = dict(self.inspector.status())
+        for decision in decisions:
+            self._emit(decision)
 
     def snapshot(self) -> str:
         """Persist the window; the frames of the parts it holds are then forgotten."""
@@ -178,7 +185,7 @@ class LineWorker(threading.Thread):
         verdict, png = from_decision(self.line, decision, self.inspector.model_digest,
                                      self.inspector.profile_digest, stages,
                                      with_map=self.profile.settings.map_output)
-        self.sink.emit(verdict, png, origin="inspector", drop_frames=False)
+        self.sink.emit(verdict, png, origin="inspector", drop_frames=False, preprocessed=decision.preprocessed)
 
     def _emit_error(self, part: PendingPart, code: str, message: str) -> None:
         _, stages = self._stream_ms.pop(part.part, (None, {}))

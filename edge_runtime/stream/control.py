@@ -61,16 +61,20 @@ class Control(threading.Thread):
                     continue
                 frames = self._rep.recv_multipart(copy=False)
                 caller = LOCAL if self._guard is None else self._guard.caller(frames[0])
-                raw = b"".join(f.bytes for f in frames)
-                request, reply = self.answer([f.bytes for f in frames], caller)
-                self._rep.send(pack(reply))
-                if self._on_answer is not None:
-                    try:
-                        self._on_answer(caller, request, raw, reply)
-                    except Exception:  # the reply went out; keep serving
-                        log.exception("control: recording the answer to %s failed", caller)
+                self._rep.send(pack(self.respond([f.bytes for f in frames], caller)))
         finally:
             self._rep.close()
+
+    def respond(self, message: list[bytes], caller: Caller = LOCAL) -> dict:
+        """The reply to one request, reported to ``on_answer``. Any thread may call it
+        (the dashboard does); the handler is the same as for the REP socket."""
+        request, reply = self.answer(message, caller)
+        if self._on_answer is not None:
+            try:
+                self._on_answer(caller, request, b"".join(message), reply)
+            except Exception:  # the reply is still due; keep serving
+                log.exception("control: recording the answer to %s failed", caller)
+        return reply
 
     def answer(self, message: list[bytes], caller: Caller = LOCAL) -> tuple[dict | None, dict]:
         """(the parsed request or None, the reply)."""
