@@ -15,7 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from edge_runtime.inspection.part import PartFeatures
-from edge_runtime.scoring import DEFAULT_BUDGET, augment, enhance, interval_mean, min_distances
+from edge_runtime.scoring import DEFAULT_BUDGET, augment, enhance, interval_mean
+from edge_runtime.scoring.mutual import distances
+from edge_runtime.scoring.tiles import squared_min_distances
 from edge_runtime.scoring._checks import check_interval
 
 
@@ -24,7 +26,7 @@ class LineWindow:
 
     capacity : N. modalities : ("2d",), ("3d",) or ("2d", "3d"); 2D+3D scores
     use cross-modal enhancement. interval : fraction of references averaged.
-    budget : bytes of distance block materialised at once.
+    budget : bytes of distance tile one worker holds at once.
     """
 
     def __init__(self, capacity: int, modalities: Sequence[str], interval: float = 0.3, budget: int = DEFAULT_BUDGET):
@@ -83,11 +85,14 @@ class LineWindow:
         rows[:, slot, :, slot] = np.inf  # a part is not its own reference
         for layer in range(z.shape[1]):
             if others.size:
-                # Against the whole buffer: no gather copy; unused slots' columns are never read.
-                to_refs, from_refs = min_distances(z[:, layer], right[layer], self.budget, augmented=True)
-                rows[layer, slot][:, others] = to_refs[:, others]
-                rows[layer, others, :, slot] = from_refs[others]
+                to_refs, from_refs = self._distances(z[:, layer], right[layer], others)
+                rows[layer, slot][:, others] = to_refs
+                rows[layer, others, :, slot] = from_refs
             right[layer, slot] = augment(z[:, layer], "right")
+
+    def _distances(self, z: np.ndarray, right: np.ndarray, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """z (L, C) against the members in ``slots`` of one layer's buffer: (L, R) and (R, L2) distances."""
+        return distances(*squared_min_distances(augment(z, "left"), right, slots, self.budget))
 
     def remove(self, part: str) -> None:
         """Drop a part; its column stops counting for every other member."""
@@ -139,10 +144,9 @@ class LineWindow:
             raise ValueError("window is empty: nothing to score against")
         z = features.features(modality)
         self._check_shape(modality, z)
-        members = [self._slot[p] for p in self._order]
+        members = np.array([self._slot[p] for p in self._order], dtype=np.int64)
         right = self._right[modality]
-        layers = [min_distances(z[:, layer], right[layer], self.budget, augmented=True)[0][:, members]
-                  for layer in range(z.shape[1])]
+        layers = [self._distances(z[:, layer], right[layer], members)[0] for layer in range(z.shape[1])]
         return np.mean([interval_mean(o, self.interval) for o in layers], axis=0, dtype=np.float32)
 
     def state(self) -> dict[str, np.ndarray]:

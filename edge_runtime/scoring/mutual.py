@@ -5,18 +5,17 @@ distance to its closest patch: d[i, p, j] = min_q ||Z[i, p] - Z[j, q]||. A
 normal patch has close matches in most references; a defect has few. The score
 is the mean of the k smallest d[i, p, :] over the references (the "interval").
 
-Distances come from one matrix product per block with the squared norms folded
-into the inner dimension ([a, |a|^2, 1] . [-2b, 1, |b|^2] = |a - b|^2), so each
-block is a single GEMM followed by a row and a column minimum: the block between
-i and j gives d[i, :, j] and d[j, :, i] at once.
+Distances come from matrix products with the squared norms folded into the
+inner dimension ([a, |a|^2, 1] . [-2b, 1, |b|^2] = |a - b|^2), each followed by a
+row and a column minimum: the block between i and j gives d[i, :, j] and
+d[j, :, i] at once. The blocks are computed tile by tile (``tiles``), never whole.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from edge_runtime.scoring._checks import as_float_array, check_interval, interval_k
-
-DEFAULT_BUDGET = 512 * 2**20  # bytes of distance block materialised at once
+from edge_runtime.scoring.tiles import DEFAULT_BUDGET, squared_min_distances
 
 
 def augment(z: np.ndarray, side: str) -> np.ndarray:
@@ -41,15 +40,9 @@ def _check_features(z, name: str) -> np.ndarray:
     return a[:, :, None, :].transpose(2, 0, 1, 3) if a.ndim == 3 else a.transpose(2, 0, 1, 3)
 
 
-def _refs_per_block(l_query: int, l_ref: int, budget: int) -> int:
-    per_ref = l_query * l_ref * 4 * 2  # the block and one reduction temporary
-    if budget < per_ref:
-        raise ValueError(f"memory budget {budget} B is below one distance block ({per_ref} B)")
-    return max(1, budget // per_ref)
-
-
 def min_distances(
-    query: np.ndarray, refs: np.ndarray, budget: int = DEFAULT_BUDGET, augmented: bool = False
+    query: np.ndarray, refs: np.ndarray, budget: int = DEFAULT_BUDGET, augmented: bool = False,
+    workers: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-reference minimum distances in both directions, one layer.
 
@@ -58,27 +51,24 @@ def min_distances(
     query : (L, C) float, one sample's patch features.
     refs : (M, L2, C) float, M reference samples; or, with ``augmented``, the
         same already passed through ``augment(refs, "right")`` ((M, L2, C + 2) float32).
-    budget : bytes of distance block materialised at once.
+    budget : bytes of distance tile one worker holds at once.
+    workers : threads sharing the tiles (default: this process's cores).
 
     Returns
     -------
     to_refs : (L, M) float32, to_refs[p, j] = min_q ||query[p] - refs[j, q]||.
     from_refs : (M, L2) float32, from_refs[j, q] = min_p ||refs[j, q] - query[p]||.
     """
-    q = augment(query, "left")
-    m, l2, _ = refs.shape
-    to_refs = np.empty((q.shape[0], m), dtype=np.float32)
-    from_refs = np.empty((m, l2), dtype=np.float32)
-    step = _refs_per_block(q.shape[0], l2, budget)
-    for s in range(0, m, step):
-        r = refs[s : s + step] if augmented else augment(refs[s : s + step], "right")  # (m', L2, C+2)
-        block = q @ r.reshape(-1, r.shape[-1]).T  # (L, m' * L2) squared distances
-        block = block.reshape(q.shape[0], -1, l2)
-        to_refs[:, s : s + step] = block.min(axis=2)
-        from_refs[s : s + step] = block.min(axis=0)
-    np.sqrt(np.maximum(to_refs, 0.0, out=to_refs), out=to_refs)
-    np.sqrt(np.maximum(from_refs, 0.0, out=from_refs), out=from_refs)
-    return to_refs, from_refs
+    r = refs if augmented else augment(refs, "right")
+    to_refs, from_refs = squared_min_distances(augment(query, "left"), r, budget=budget, workers=workers)
+    return distances(to_refs, from_refs)
+
+
+def distances(*squared: np.ndarray) -> tuple[np.ndarray, ...]:
+    """sqrt(max(d, 0)) of each fresh array of squared distances, in place (the GEMM can round below 0)."""
+    for d in squared:
+        np.sqrt(np.maximum(d, 0.0, out=d), out=d)
+    return squared
 
 
 def pairwise_min_distances(z: np.ndarray, budget: int = DEFAULT_BUDGET) -> np.ndarray:
@@ -121,7 +111,7 @@ def mutual_scores(z: np.ndarray, interval: float = 0.3, budget: int = DEFAULT_BU
     z : (N, L, C) or (N, L, n_layers, C) float16/float32, L2-normalized per
         patch and layer. N >= 2.
     interval : fraction of the N - 1 references whose smallest distances are averaged.
-    budget : bytes of distance block materialised at once (default 512 MiB).
+    budget : bytes of distance tile one worker holds at once.
 
     Returns
     -------
