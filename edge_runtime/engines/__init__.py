@@ -120,6 +120,7 @@ def load_engine(
     providers: list[str] | None = None,
     allow_onnx_fallback: bool = True,
     threads: int | None = None,
+    gpu: bool = False,
 ) -> Engine:
     """Load the encoder a manifest describes.
 
@@ -133,6 +134,8 @@ def load_engine(
     another GPU or TensorRT version, or no TensorRT/GPU), run the ONNX file
     instead; False makes that a ManifestMismatch (or EngineUnavailable).
     threads: ONNX Runtime intra-op threads (None = its default).
+    gpu: the profile asked for a GPU; running ONNX Runtime without a GPU
+    execution provider is then a WARNING saying why (see choose_providers).
 
     Missing files raise FileNotFoundError saying how to create them; a file
     whose sha256 differs from the manifest raises ManifestMismatch.
@@ -150,7 +153,7 @@ def load_engine(
         engine_path = _verify_file(manifest_path, manifest.engine.path, manifest.engine.sha256, "TensorRT engine")
         try:
             return Engine(manifest, TensorRTRunner(engine_path, manifest.engine, manifest.output_names))
-        except (ManifestMismatch, EngineUnavailable) as e:
+        except (ManifestMismatch, EngineUnavailable) as e:  # CUDA errors arrive as EngineUnavailable
             if not allow_onnx_fallback:
                 raise
             fallback_reason = str(e)
@@ -159,7 +162,7 @@ def load_engine(
     ort_providers = [p for p in order if p != NATIVE]
     if not ort_providers:
         raise ValueError(f"{manifest.name}: no ONNX Runtime execution provider requested (providers={order})")
-    runner = OnnxRunner(onnx_path, choose_providers(ort_providers), manifest.output_names, threads,
+    runner = OnnxRunner(onnx_path, choose_providers(ort_providers, gpu_expected=gpu), manifest.output_names, threads,
                         trt_fp16=manifest.precision != "fp32" and manifest.onnx.precision == "fp32")
     return Engine(manifest, runner, fallback_reason)
 
