@@ -15,23 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from edge_runtime.scoring._checks import as_float_array, check_interval, interval_k
-from edge_runtime.scoring.tiles import DEFAULT_BUDGET, squared_min_distances
-
-
-def augment(z: np.ndarray, side: str) -> np.ndarray:
-    """(..., L, C) -> (..., L, C + 2) float32 such that left @ right.T = squared distances.
-
-    side : "left" ([z, |z|^2, 1], the query) or "right" ([-2z, 1, |z|^2], the references).
-    Keeping references augmented lets a window reuse them on every arrival.
-    """
-    z = np.asarray(z).astype(np.float32, copy=False)
-    sq = np.einsum("...c,...c->...", z, z)[..., None]
-    one = np.ones_like(sq)
-    if side == "left":
-        return np.concatenate([z, sq, one], axis=-1)
-    if side == "right":
-        return np.concatenate([-2.0 * z, one, sq], axis=-1)
-    raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+from edge_runtime.scoring.aligned import aligned_min_distances, check_radius
+from edge_runtime.scoring.tiles import DEFAULT_BUDGET, augment, distances, squared_min_distances
 
 
 def _check_features(z, name: str) -> np.ndarray:
@@ -64,26 +49,36 @@ def min_distances(
     return distances(to_refs, from_refs)
 
 
-def distances(*squared: np.ndarray) -> tuple[np.ndarray, ...]:
-    """sqrt(max(d, 0)) of each fresh array of squared distances, in place (the GEMM can round below 0)."""
-    for d in squared:
-        np.sqrt(np.maximum(d, 0.0, out=d), out=d)
-    return squared
-
-
-def pairwise_min_distances(z: np.ndarray, budget: int = DEFAULT_BUDGET) -> np.ndarray:
+def pairwise_min_distances(z: np.ndarray, budget: int = DEFAULT_BUDGET, match=None) -> np.ndarray:
     """All per-reference minimum distances of a pool, one layer.
 
-    z : (N, L, C) float. Returns d (N, L, N) float32 with d[i, p, j] =
-    min_q ||z[i, p] - z[j, q]|| and d[i, :, i] = +inf (a sample is not its own reference).
+    z : (N, L, C) float. match : None (global matching) or (cells, grid, radius)
+    for aligned matching (``aligned``): cells (N, L) int, each item's grid cell.
+    Returns d (N, L, N) float32 with d[i, p, j] = min_q ||z[i, p] - z[j, q]||
+    (q within radius of p when aligned) and d[i, :, i] = +inf (a sample is not its own reference).
     """
     n, l, _ = z.shape
     d = np.full((n, l, n), np.inf, dtype=np.float32)
     for i in range(n - 1):
-        to_refs, from_refs = min_distances(z[i], z[i + 1 :], budget)
+        if match is None:
+            to_refs, from_refs = min_distances(z[i], z[i + 1 :], budget)
+        else:
+            cells, grid, radius = match
+            to_refs, from_refs = aligned_min_distances(z[i], cells[i], z[i + 1 :], cells[i + 1 :], grid, radius)
         d[i, :, i + 1 :] = to_refs
         d[i + 1 :, :, i] = from_refs
     return d
+
+
+def aligned_match(match_radius: int | None, grid: tuple[int, int] | None, cells: np.ndarray):
+    """The ``match`` of pairwise_min_distances: None for global matching, else (cells, grid, radius)."""
+    if match_radius is None:
+        return None
+    if grid is None:
+        raise ValueError("aligned matching (match_radius) needs the patch grid (h, w)")
+    if cells.min() < 0 or cells.max() >= grid[0] * grid[1]:
+        raise ValueError(f"cells outside the {grid[0]} x {grid[1]} grid")
+    return cells, tuple(grid), check_radius(match_radius)
 
 
 def references_only(d: np.ndarray) -> np.ndarray:
@@ -103,7 +98,8 @@ def interval_mean(o: np.ndarray, interval: float = 0.3) -> np.ndarray:
     return np.mean(part, axis=-1, dtype=np.float32)
 
 
-def mutual_scores(z: np.ndarray, interval: float = 0.3, budget: int = DEFAULT_BUDGET) -> np.ndarray:
+def mutual_scores(z: np.ndarray, interval: float = 0.3, budget: int = DEFAULT_BUDGET,
+                  match_radius: int | None = None, grid: tuple[int, int] | None = None) -> np.ndarray:
     """Mutual scores of a pool of samples.
 
     Parameters
@@ -112,6 +108,8 @@ def mutual_scores(z: np.ndarray, interval: float = 0.3, budget: int = DEFAULT_BU
         patch and layer. N >= 2.
     interval : fraction of the N - 1 references whose smallest distances are averaged.
     budget : bytes of distance tile one worker holds at once.
+    match_radius, grid : aligned matching (fixtured parts): patch p of the
+        (h, w) grid meets only reference patches within match_radius cells.
 
     Returns
     -------
@@ -122,7 +120,8 @@ def mutual_scores(z: np.ndarray, interval: float = 0.3, budget: int = DEFAULT_BU
     n = layers.shape[1]
     if n < 2:
         raise ValueError(f"mutual scoring needs at least 2 samples, got {n}")
+    match = aligned_match(match_radius, grid, np.broadcast_to(np.arange(layers.shape[2]), layers.shape[1:3]))
     total = np.zeros(layers.shape[1:3], dtype=np.float32)
     for layer in layers:
-        total += interval_mean(references_only(pairwise_min_distances(layer, budget)), interval)
+        total += interval_mean(references_only(pairwise_min_distances(layer, budget, match)), interval)
     return total / np.float32(layers.shape[0])
