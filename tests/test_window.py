@@ -33,14 +33,8 @@ def batch_scores(window: LineWindow) -> dict[str, dict[str, np.ndarray]]:
             **match)
         return {name: {"2d": s2[i], "3d": s3[i]} for i, name in enumerate(window.members)}
     (m,) = window.modalities
-    if m == "3d" and window.match_radius is not None:  # batch aligned 3D: the centres' cells by hand
-        cells = np.stack([p.point2patch for p in parts])
-        from edge_runtime.scoring.mutual import interval_mean, pairwise_min_distances, references_only
-        z = np.stack([p.z3 for p in parts]).transpose(2, 0, 1, 3)
-        s = np.mean([interval_mean(references_only(pairwise_min_distances(layer, match=(cells, GRID, window.match_radius))))
-                     for layer in z], axis=0)
-    else:
-        s = mutual_scores(np.stack([p.features(m) for p in parts]), **match)
+    cells = np.stack([p.point2patch for p in parts]) if m == "3d" else None
+    s = mutual_scores(np.stack([p.features(m) for p in parts]), cells=cells, **match)
     return {name: {m: s[i]} for i, name in enumerate(window.members)}
 
 

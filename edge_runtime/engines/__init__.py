@@ -76,6 +76,19 @@ class Engine:
         to their centre and (B, G, 3) -> list over layers of float32 (B, G, C_l).
         Wrong count, shape or non-finite values are a ValueError.
         """
+        return [np.asarray(out, dtype=np.float32) for out in self._runner.run(self._feeds(inputs))]
+
+    def run_device(self, *inputs: np.ndarray, xp=np, device_type: str = "cpu", device_id: int = 0) -> list:
+        """``run``, the outputs left where ONNX Runtime computed them (xp arrays, e.g. cupy on "cuda").
+
+        ONNX Runtime runners only (I/O binding + DLPack); a native TensorRT engine is a ValueError.
+        """
+        if not hasattr(self._runner, "run_bound"):
+            raise ValueError(f"{self.manifest.name}: {self.provider} cannot hand outputs over on the device")
+        return self._runner.run_bound(self._feeds(inputs), xp, device_type, device_id)
+
+    def _feeds(self, inputs) -> dict[str, np.ndarray]:
+        """The inputs checked against the manifest, by graph input name."""
         m = self.manifest
         if len(inputs) != len(m.input_names):
             raise ValueError(f"{m.name} takes {len(m.input_names)} input(s) {m.input_names}, got {len(inputs)}")
@@ -91,7 +104,7 @@ class Engine:
             if not np.isfinite(array).all():
                 raise ValueError(f"{m.name}: input {name} contains NaN or infinite values")
             feeds[name] = array
-        return [np.asarray(out, dtype=np.float32) for out in self._runner.run(feeds)]
+        return feeds
 
     def preprocess_rgb(self, rgb: np.ndarray) -> np.ndarray:
         """RGB uint8 (H, W, 3) or (B, H, W, 3) -> float32 (B, 3, S, S) as this encoder expects

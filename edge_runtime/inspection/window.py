@@ -32,7 +32,7 @@ from edge_runtime.scoring.aligned import (
     halo_members,
     halo_slots,
 )
-from edge_runtime.scoring.tiles import distances, squared_min_distances
+from edge_runtime.scoring.tiles import GPU_BUDGET, distances, squared_min_distances
 
 
 class LineWindow:
@@ -40,23 +40,25 @@ class LineWindow:
 
     capacity : N. modalities : ("2d",), ("3d",) or ("2d", "3d"); 2D+3D scores
     use cross-modal enhancement. interval : fraction of references averaged.
-    budget : bytes of distance tile one worker holds at once.
+    budget : bytes of distance tile one worker holds at once (on a GPU: of one
+        distance block; default DEFAULT_BUDGET on the host, GPU_BUDGET on a GPU).
     match_radius : None (global matching) or r: a patch meets only reference
         patches within r cells (3D centres by point2patch); parts need a grid.
     device : "cpu" or "cuda[:N]" (CuPy; global matching only).
     """
 
-    def __init__(self, capacity: int, modalities: Sequence[str], interval: float = 0.3, budget: int = DEFAULT_BUDGET,
+    def __init__(self, capacity: int, modalities: Sequence[str], interval: float = 0.3, budget: int | None = None,
                  match_radius: int | None = None, device: str = "cpu"):
         if capacity < 2:
             raise ValueError(f"window capacity must be >= 2, got {capacity}")
         self.capacity = int(capacity)
         self.modalities = tuple(modalities)
         self.interval = check_interval(interval)
-        self.budget = budget
+        on_gpu = parse_device(device)[0] != "cpu"
+        self.budget = int(budget or (GPU_BUDGET if on_gpu else DEFAULT_BUDGET))
         self.match_radius = None if match_radius is None else check_radius(match_radius)
         self.device = device
-        if self.match_radius is not None and parse_device(device)[0] != "cpu":
+        if self.match_radius is not None and on_gpu:
             raise ValueError(f"aligned matching (match_radius) runs on the CPU, not on {device!r}")
         self._xp = array_module(device)
         self._order: list[str] = []  # members, oldest first
@@ -264,7 +266,8 @@ class LineWindow:
         }
         for m in self.modalities:
             if m in self._rows:
-                out[f"window_rows_{m}"] = to_host(self._rows[m][:, slots][:, :, :, slots])
+                index = self._xp.asarray(slots)
+                out[f"window_rows_{m}"] = to_host(self._rows[m][:, index][:, :, :, index])
         for i, p in enumerate(self._order):
             out.update(self._parts[self._slot[p]].to_arrays(f"window_part{i}_"))
         return out

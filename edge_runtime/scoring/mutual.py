@@ -99,7 +99,8 @@ def interval_mean(o: np.ndarray, interval: float = 0.3) -> np.ndarray:
 
 
 def mutual_scores(z: np.ndarray, interval: float = 0.3, budget: int = DEFAULT_BUDGET,
-                  match_radius: int | None = None, grid: tuple[int, int] | None = None) -> np.ndarray:
+                  match_radius: int | None = None, grid: tuple[int, int] | None = None,
+                  cells: np.ndarray | None = None) -> np.ndarray:
     """Mutual scores of a pool of samples.
 
     Parameters
@@ -110,6 +111,8 @@ def mutual_scores(z: np.ndarray, interval: float = 0.3, budget: int = DEFAULT_BU
     budget : bytes of distance tile one worker holds at once.
     match_radius, grid : aligned matching (fixtured parts): patch p of the
         (h, w) grid meets only reference patches within match_radius cells.
+    cells : (N, L) int, each item's grid cell when items are not the grid's
+        patches in order (3D centres: point2patch).
 
     Returns
     -------
@@ -120,7 +123,9 @@ def mutual_scores(z: np.ndarray, interval: float = 0.3, budget: int = DEFAULT_BU
     n = layers.shape[1]
     if n < 2:
         raise ValueError(f"mutual scoring needs at least 2 samples, got {n}")
-    match = aligned_match(match_radius, grid, np.broadcast_to(np.arange(layers.shape[2]), layers.shape[1:3]))
+    if cells is None:
+        cells = np.broadcast_to(np.arange(layers.shape[2]), layers.shape[1:3])
+    match = aligned_match(match_radius, grid, np.asarray(cells))
     total = np.zeros(layers.shape[1:3], dtype=np.float32)
     for layer in layers:
         total += interval_mean(references_only(pairwise_min_distances(layer, budget, match)), interval)

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 DEFAULT_BUDGET = 4 * 2**20  # bytes of one worker's distance tile: fits the last-level cache with room to spare
+GPU_BUDGET = 2**30  # bytes of one distance block on a GPU: few, large products (launches cost more than memory)
 
 
 def augment(z, side: str, xp=np):
