@@ -111,14 +111,23 @@ def main(argv: list[str]) -> int:
 
 
 def _aligned_case(z: np.ndarray, radius: int) -> dict:
-    from edge_runtime.scoring.aligned import aligned_squared_min_distances, grid_cells, halo_layout
+    """The window's aligned kernel for one arrival on a square grid (2D patches: one shared layout)."""
+    from edge_runtime.scoring.aligned import (
+        HALO_COPIES,
+        aligned_squared_min_distances,
+        gather,
+        halo_members,
+        halo_slots,
+    )
 
     n1, l, _ = z.shape
     side = int(round(np.sqrt(l)))
     if side * side != l:
         raise ValueError(f"--radius needs a square patch grid, got L={l}")
-    cells = grid_cells((side, side))
-    layout = halo_layout(cells, (side, side), radius)
-    right = np.stack([layout.gather(augment(zj, "right")) for zj in z[1:]], axis=1)  # (T, N, K, D)
+    grid, cells = (side, side), np.arange(l)
+    members = halo_members(cells, grid, radius)
+    halo = np.ascontiguousarray(np.stack([gather(augment(zj, "right"), members) for zj in z[1:]], axis=1))
+    halo_cells = gather(cells, members, fill=-1)[:, None]
+    slots = np.broadcast_to(halo_slots(members, l), (n1 - 1, l, HALO_COPIES))
     left = augment(z[0], "left")
-    return {"aligned": lambda: aligned_squared_min_distances(left, cells, right, layout, (side, side), radius)}
+    return {"aligned": lambda: aligned_squared_min_distances(left, cells, halo, halo_cells, slots, grid, radius)}

@@ -25,6 +25,7 @@ from edge_runtime.inspection.part import PartFeatures
 from edge_runtime.scoring import DEFAULT_BUDGET, augment, enhance, interval_mean
 from edge_runtime.scoring._checks import check_interval
 from edge_runtime.scoring.aligned import (
+    HALO_COPIES,
     aligned_squared_min_distances,
     check_radius,
     fill_unmatched,
@@ -185,7 +186,7 @@ class LineWindow:
                 tile, pos = np.divmod(old, k)
                 self._halo_slots[modality] = np.where(old == t * k, t * width, tile * width + pos).astype(np.int32)
             else:
-                self._halo_slots[modality] = np.full((self.capacity, l, 4), t * width, np.int32)
+                self._halo_slots[modality] = np.full((self.capacity, l, HALO_COPIES), t * width, np.int32)
             self._halo[modality], self._halo_cells[modality] = halo, halo_cells
         # 2D: the layout is the grid's, the same for every slot (see _distances)
         where = slice(None) if modality == "2d" else slot
