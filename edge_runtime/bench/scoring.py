@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from edge_runtime.bench.report import write_report
 from edge_runtime.scoring import augment, l2_normalize
-from edge_runtime.scoring.tiles import DEFAULT_BUDGET, _blas_controller, default_workers, squared_min_distances
+from edge_runtime.scoring.tiles import DEFAULT_BUDGET, default_workers, one_blas_thread, squared_min_distances
 
 TARGET = 1 / 1.3  # fused within 1.3x of its GEMM time
 
@@ -58,7 +58,7 @@ def gemm_bound(left: np.ndarray, right: np.ndarray, workers: int, budget: int):
             for j in range(w, m, workers):
                 for s in range(0, left.shape[0], rows):
                     np.matmul(left[s : s + rows], right[j].T, out=tile[: min(rows, left.shape[0] - s)])
-        with _blas_controller().limit(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        with one_blas_thread(), ThreadPoolExecutor(workers) as pool:
             list(pool.map(work, range(workers)))
 
     return {"gemm_whole": lambda: np.matmul(left, flat.T, out=whole), "gemm_tiles": tiles}
