@@ -117,6 +117,7 @@ def _aligned_case(z: np.ndarray, radius: int) -> dict:
         aligned_squared_min_distances,
         gather,
         halo_members,
+        halo_positions,
         halo_slots,
     )
 
@@ -127,7 +128,7 @@ def _aligned_case(z: np.ndarray, radius: int) -> dict:
     grid, cells = (side, side), np.arange(l)
     members = halo_members(cells, grid, radius)
     halo = np.ascontiguousarray(np.stack([gather(augment(zj, "right"), members) for zj in z[1:]], axis=1))
-    halo_cells = gather(cells, members, fill=-1)[:, None]
+    halo_pos = halo_positions(cells, members, grid, radius)[:, None]
     slots = np.broadcast_to(halo_slots(members, l), (n1 - 1, l, HALO_COPIES))
     left = augment(z[0], "left")
-    return {"aligned": lambda: aligned_squared_min_distances(left, cells, halo, halo_cells, slots, grid, radius)}
+    return {"aligned": lambda: aligned_squared_min_distances(left, cells, halo, halo_pos, slots, grid, radius)}

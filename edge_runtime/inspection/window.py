@@ -31,6 +31,8 @@ from edge_runtime.scoring.aligned import (
     fill_unmatched,
     gather,
     halo_members,
+    halo_positions,
+    halo_side,
     halo_slots,
 )
 from edge_runtime.scoring.tiles import GPU_BUDGET, distances, squared_min_distances
@@ -71,7 +73,7 @@ class LineWindow:
         self._rows: dict = {}  # modality -> (n_layers, capacity, L, capacity) float32, same device
         # Aligned matching: modality -> each member's items per tile halo (scoring.aligned)
         self._halo: dict[str, np.ndarray] = {}  # (n_layers, T, capacity, K, C + 2) float32
-        self._halo_cells: dict[str, np.ndarray] = {}  # (T, capacity, K) int32, -1 = padding
+        self._halo_pos: dict[str, np.ndarray] = {}  # (T, capacity, K) int16 halo_positions
         self._halo_slots: dict[str, np.ndarray] = {}  # (capacity, L, HALO_COPIES) int32
         self._grid: tuple[int, int] | None = None  # the parts' patch grid (aligned matching)
 
@@ -143,10 +145,10 @@ class LineWindow:
         left = augment(z, "left", xp)
         if cells is None:
             return distances(*squared_min_distances(left, right, slots, self.budget, xp=xp), xp=xp)
-        # 2D patches: every member has the same layout, so one row of cells serves all (a smaller mask)
-        halo_cells = self._halo_cells[modality][:, :1] if modality == "2d" else self._halo_cells[modality]
+        # 2D patches: every member has the same layout, so one row of positions serves all (a smaller mask)
+        halo_pos = self._halo_pos[modality][:, :1] if modality == "2d" else self._halo_pos[modality]
         to_refs, from_refs = aligned_squared_min_distances(
-            left, cells, self._halo[modality][layer], halo_cells, self._halo_slots[modality],
+            left, cells, self._halo[modality][layer], halo_pos, self._halo_slots[modality],
             self._grid, self.match_radius)
         to_refs, from_refs = to_refs[:, slots], from_refs[slots]
         fill_unmatched(to_refs, from_refs, left, lambda j: right[slots[j]])
@@ -177,21 +179,23 @@ class LineWindow:
         t, width = members.shape
         if k is None or width > k:
             halo = np.zeros((n_layers, t, self.capacity, width, d), np.float32)
-            halo_cells = np.full((t, self.capacity, width), -1, np.int32)
+            halo_pos = np.full((t, self.capacity, width), halo_side(self.match_radius) ** 2, np.int16)
             if k is not None:
                 halo[:, :, :, :k] = self._halo[modality]
-                halo_cells[:, :, :k] = self._halo_cells[modality]
+                halo_pos[:, :, :k] = self._halo_pos[modality]
                 # the flat positions t * K + k of every member move with the new K
                 old = self._halo_slots[modality]
                 tile, pos = np.divmod(old, k)
                 self._halo_slots[modality] = np.where(old == t * k, t * width, tile * width + pos).astype(np.int32)
             else:
                 self._halo_slots[modality] = np.full((self.capacity, l, HALO_COPIES), t * width, np.int32)
-            self._halo[modality], self._halo_cells[modality] = halo, halo_cells
+            self._halo[modality], self._halo_pos[modality] = halo, halo_pos
         # 2D: the layout is the grid's, the same for every slot (see _distances)
-        where = slice(None) if modality == "2d" else slot
-        self._halo_cells[modality][:, where] = gather(cells, members, fill=-1)[:, None] if modality == "2d" \
-            else gather(cells, members, fill=-1)
+        pos = halo_positions(cells, members, self._grid, self.match_radius)
+        if modality == "2d":
+            self._halo_pos[modality][:] = pos[:, None]
+        else:
+            self._halo_pos[modality][:, slot] = pos
         self._halo_slots[modality][slot] = halo_slots(members, l)
         return members
 

@@ -65,6 +65,11 @@ def aligned_min_distances(query: np.ndarray, query_cells: np.ndarray, refs: np.n
     return distances(to_refs, from_refs)
 
 
+def halo_side(radius: int) -> int:
+    """Cells per side of a tile's halo: the tile grown by radius on every side."""
+    return tile_size(radius) + 2 * radius
+
+
 def _tiles(grid: tuple[int, int], radius: int) -> tuple[int, int, int]:
     b = tile_size(radius)
     return b, -(-grid[0] // b), -(-grid[1] // b)
@@ -84,6 +89,33 @@ def tile_members(cells: np.ndarray, grid: tuple[int, int], radius: int) -> np.nd
     y, x = _yx(cells, grid)
     tile = (y // b) * tw + x // b
     return _padded([np.flatnonzero(tile == t) for t in range(_tiles(grid, radius)[1] * tw)], None)
+
+
+def _positions(cells: np.ndarray, members: np.ndarray, grid: tuple[int, int], radius: int, halo: bool) -> np.ndarray:
+    b, _, tw = _tiles(grid, radius)
+    side = b + 2 * radius if halo else b
+    ty, tx = np.divmod(np.arange(members.shape[0]), tw)
+    y, x = _yx(gather(np.asarray(cells), members), grid)
+    origin_y = (ty * b - (radius if halo else 0))[:, None]
+    origin_x = (tx * b - (radius if halo else 0))[:, None]
+    pos = (y - origin_y) * side + (x - origin_x)
+    return np.where(members >= 0, pos, side * side).astype(np.int16)
+
+
+def halo_positions(cells: np.ndarray, members: np.ndarray, grid: tuple[int, int], radius: int) -> np.ndarray:
+    """(L,) cells and (T, K) halo_members -> (T, K) int16: each item's cell within its tile's halo
+    (row * (b + 2r) + col), (b + 2r)^2 where padded. What the kernel's mask is looked up by."""
+    return _positions(cells, members, grid, radius, halo=True)
+
+
+def _penalty(radius: int) -> np.ndarray:
+    """(b * b, h * h + 1) float32: 0 where a tile cell and a halo cell are within radius, else +inf
+    (the last column: padding)."""
+    b, h = tile_size(radius), halo_side(radius)
+    qy, qx = np.divmod(np.arange(b * b), b)
+    hy, hx = np.divmod(np.arange(h * h), h)
+    near = (np.abs(qy[:, None] + radius - hy[None]) <= radius) & (np.abs(qx[:, None] + radius - hx[None]) <= radius)
+    return np.concatenate([np.where(near, 0.0, np.inf), np.full((b * b, 1), np.inf)], axis=1).astype(np.float32)
 
 
 def halo_members(cells: np.ndarray, grid: tuple[int, int], radius: int, k: int | None = None) -> np.ndarray:
@@ -124,7 +156,7 @@ def gather(x: np.ndarray, index: np.ndarray, fill=0) -> np.ndarray:
 
 
 def aligned_squared_min_distances(left: np.ndarray, left_cells: np.ndarray, halo: np.ndarray,
-                                  halo_cells: np.ndarray, slots: np.ndarray, grid: tuple[int, int], radius: int,
+                                  halo_pos: np.ndarray, slots: np.ndarray, grid: tuple[int, int], radius: int,
                                   workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Squared minimum distances under the aligned rule, tile by tile; +inf where nothing is in range.
 
@@ -133,8 +165,8 @@ def aligned_squared_min_distances(left: np.ndarray, left_cells: np.ndarray, halo
     left : (L, D) float32, ``augment(query, "left")``; left_cells : (L,) int.
     halo : (T, M, K, D) float32, each reference's right-augmented items per tile
         halo (``gather(augment(z, "right"), halo_members(...))``, zeros where padded).
-    halo_cells : (T, M, K) int (or (T, 1, K) when all references share one layout,
-        as 2D patches do), their cells (-1 = padding).
+    halo_pos : (T, M, K) int (or (T, 1, K) when all references share one layout,
+        as 2D patches do), their ``halo_positions``.
     slots : (M, L2, HALO_COPIES) int, ``halo_slots`` of each reference.
     workers : threads sharing the tiles (default: this process's cores).
 
@@ -146,8 +178,8 @@ def aligned_squared_min_distances(left: np.ndarray, left_cells: np.ndarray, halo
     """
     t, m, k, d = halo.shape
     members = tile_members(left_cells, grid, radius)  # (T, Kq)
-    qy, qx = _yx(gather(np.asarray(left_cells), members, fill=-(10**6)), grid)  # padding: far from everything
-    hy, hx = _yx(np.where(halo_cells < 0, -(10**6), halo_cells), grid)
+    query_pos = _positions(left_cells, members, grid, radius, halo=False)
+    penalty = _penalty(radius)  # the mask as a table: one gather per tile instead of comparisons
     to_refs = np.full((left.shape[0], m), np.inf, np.float32)
     cols = np.full((t, m, k), np.inf, np.float32)
     workers = max(1, min(workers or default_workers(), t))
@@ -161,9 +193,7 @@ def aligned_squared_min_distances(left: np.ndarray, left_cells: np.ndarray, halo
             block = buffer[:nq]
             np.matmul(left[members[i, :nq]], halo[i].reshape(m * k, d).T, out=block)
             block = block.reshape(nq, m, k)
-            far = ((np.abs(qy[i, :nq, None, None] - hy[i][None]) > radius)
-                   | (np.abs(qx[i, :nq, None, None] - hx[i][None]) > radius))
-            np.copyto(block, np.inf, where=far)
+            block += penalty[query_pos[i, :nq, None, None], halo_pos[i][None]]
             to_refs[members[i, :nq]] = block.min(axis=2)
             np.min(block, axis=0, out=cols[i])
 
@@ -178,9 +208,13 @@ def fill_unmatched(to_refs: np.ndarray, from_refs: np.ndarray, left: np.ndarray,
 
     to_refs (L, M) and from_refs (M, L2) squared, from ``aligned_squared_min_distances``;
     left (L, D) the query, augmented; reference(j) -> (L2, D) reference j right-augmented
-    (only called for references with unmatched items).
+    (only called for references with unmatched items). Costs O(unmatched items * L).
     """
-    for j in np.flatnonzero(np.isinf(to_refs).any(axis=0) | np.isinf(from_refs).any(axis=1)):
-        d = left @ reference(int(j)).T
-        np.copyto(to_refs[:, j], d.min(axis=1), where=np.isinf(to_refs[:, j]))
-        np.copyto(from_refs[j], d.min(axis=0), where=np.isinf(from_refs[j]))
+    lost_rows, lost_cols = np.isinf(to_refs), np.isinf(from_refs)
+    for j in np.flatnonzero(lost_rows.any(axis=0) | lost_cols.any(axis=1)):
+        right = reference(int(j))
+        rows, cols = np.flatnonzero(lost_rows[:, j]), np.flatnonzero(lost_cols[j])
+        if rows.size:
+            to_refs[rows, j] = (left[rows] @ right.T).min(axis=1)
+        if cols.size:
+            from_refs[j, cols] = (left @ right[cols].T).min(axis=0)
