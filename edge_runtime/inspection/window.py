@@ -280,9 +280,10 @@ class LineWindow:
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray], device: str | None = None) -> "LineWindow":
         """The window ``state()`` saved, on ``device`` (default: the one it was saved from)."""
-        capacity, interval, budget, radius = state["window_config"]
+        capacity, interval, budget, radius = [*state["window_config"], -1][:4]  # states before aligned matching: 3
+        saved_device = str(state["window_device"]) if "window_device" in state else "cpu"
         window = cls(int(capacity), [str(m) for m in state["window_modalities"]], float(interval), int(budget),
-                     None if radius < 0 else int(radius), device or str(state["window_device"]))
+                     None if radius < 0 else int(radius), device or saved_device)
         members = [str(p) for p in state["window_members"]]
         for i, p in enumerate(members):
             features = PartFeatures.from_arrays(state, f"window_part{i}_")
