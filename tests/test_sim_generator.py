@@ -125,3 +125,23 @@ def test_iter_parts_finite_follows_the_plan_and_endless_keeps_going():
     stream = iter_parts("gland", None, 1.0, 0, image_size=48)
     endless = [next(stream) for _ in range(3)]
     assert all(p.defect in spec.defects for p in endless)
+
+
+def test_fixtured_parts_move_less_than_one_patch():
+    import dataclasses
+
+    from edge_runtime.sim.generator import _part_frame
+    from edge_runtime.sim.products import FIXTURE_GRID, fixtured, line_spec
+
+    spec = fixtured(line_spec("tile", 0, 224))
+    still = dataclasses.replace(spec, pose_shift=0.0, pose_rotation=0.0, size_jitter=0.0)
+    s0, t0 = _part_frame(still, np.random.default_rng(0))
+    patch = spec.image_size / FIXTURE_GRID
+    worst = 0.0
+    for seed in range(30):
+        s, t = _part_frame(spec, np.random.default_rng(seed))
+        worst = max(worst, float(np.hypot(s - s0, t - t0).max() / spec.pixel_pitch))
+    assert 0.3 * patch < worst < patch  # jitter there, but below one patch
+    loose = line_spec("tile", 0, 224)
+    s, t = _part_frame(loose, np.random.default_rng(1))
+    assert np.hypot(s - s0, t - t0).max() / spec.pixel_pitch > patch  # an unfixtured line moves more

@@ -94,7 +94,7 @@ class LineInspector:
     def reset(self) -> None:
         """Forget every part (the window starts cold); an operator's threshold stays."""
         s = self.settings
-        self.window = LineWindow(s.window, s.modalities, s.interval)
+        self.window = LineWindow(s.window, s.modalities, s.interval, match_radius=s.match_radius, device=s.device)
         self._scored: dict[str, _Scored] = {}
         self._pending: list[_Pending] = []
 
@@ -251,7 +251,7 @@ class LineInspector:
         if meta["profile"] != self.profile_digest:
             raise ValueError(f"saved state of line {self.name!r} was made with profile {meta['profile']}, "
                              f"not the current {self.profile_digest}: reset the line to start cold")
-        self.window = LineWindow.from_state(state)
+        self.window = LineWindow.from_state(state, self.settings.device)
         self._scored = {}
         for i, (n, sc) in enumerate(meta["scored"].items()):
             salient = {k: state[f"salient{i}_{k}"] for k in sc["image"]}

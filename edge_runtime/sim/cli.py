@@ -7,7 +7,7 @@ from pathlib import Path
 
 from edge_runtime.sim.generator import write_line
 from edge_runtime.sim.preview import preview_parts, write_preview
-from edge_runtime.sim.products import DEFECTS, line_spec
+from edge_runtime.sim.products import DEFECTS, fixtured, line_spec
 
 
 def parser() -> argparse.ArgumentParser:
@@ -23,6 +23,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--defects", nargs="+", choices=DEFECTS, help="defects that occur (default: the line's own mix)")
+    p.add_argument("--fixtured", action="store_true", help="parts held in a fixture: pose jitter below one "
+                   "patch of the 28-patch grid (for aligned matching, [scoring] match_radius)")
     p.add_argument("--overwrite", action="store_true", help="replace existing class folders")
     p.add_argument("--preview", action="store_true", help="also write <out>/<class>_preview.png (contact sheet)")
     return p
@@ -38,6 +40,8 @@ def main(argv: list[str]) -> int:
         spec = line_spec(class_name, args.seed, args.image_size)
         if args.defects:
             spec = dataclasses.replace(spec, defects=tuple(args.defects))
+        if args.fixtured:
+            spec = fixtured(spec)
         summary = write_line(args.out, class_name, args.parts, args.defect_rate, args.seed, spec=spec,
                              overwrite=args.overwrite, progress=True)
         kinds = ", ".join(f"{k} {n}" for k, n in summary["by_kind"].items())
