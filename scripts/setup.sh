@@ -48,7 +48,7 @@ apt_packages=()
 # Open3D loads libusb at import time; Debian does not ship it by default.
 ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0' || apt_packages+=(libusb-1.0-0 libgomp1)
 # The dashboard test drives Debian's headless Chromium through Selenium (no browser download).
-if [[ ",$extras," == *",dev,"* ]] && ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then
+if [[ ",$joined," == *",dev,"* ]] && ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then
     apt_packages+=(chromium chromium-driver)
 fi
 if [ ${#apt_packages[@]} -gt 0 ]; then
