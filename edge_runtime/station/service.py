@@ -14,7 +14,12 @@ Start-up binds every socket first (a busy port fails fast), loads the lines
 parts a crash left in the store through the intake, then starts reading
 frames. ``stop`` drains in order: intake (parts still waiting for a frame are
 decided on what they have), workers (queues, pending decisions, window
-snapshots), publisher, control.
+snapshots), publisher, control; what could not be saved on the way makes it
+raise ``StorageError`` after everything is closed (a non-zero exit of
+``musc-edge serve``).
+
+Faults degrade the station without stopping it: ``health()`` says whether it is
+degraded and why (``edge_runtime.station.health``); ``status`` carries the same.
 """
 from __future__ import annotations
 
@@ -26,9 +31,10 @@ from typing import Callable
 import zmq
 
 from edge_runtime.station.config import LineProfile, StationConfig
+from edge_runtime.station.health import Health
 from edge_runtime.station.intake import Intake
 from edge_runtime.station.metrics import Metrics
-from edge_runtime.station.store import Store
+from edge_runtime.station.store import StorageError, Store
 from edge_runtime.station.verdicts import VerdictSink
 from edge_runtime.station.worker import LineWorker
 from edge_runtime.stream.control import Control
@@ -58,6 +64,7 @@ class Station:
         self.config = config
         self._factory = inspector_factory
         self.metrics = Metrics()
+        self.health_state = Health()
         self.workers: dict[str, LineWorker] = {}
         self._stop_requested = threading.Event()
         self._switch_lock = threading.Lock()
@@ -68,12 +75,13 @@ class Station:
     def start(self) -> None:
         cfg = self.config
         self.store = Store(cfg.state_dir, cfg.synchronous)
+        self.health_state.notices = self.store.quarantined  # the store appends what it moves aside
         self.ctx = zmq.Context()
         try:
-            self.publisher = Publisher(self.ctx, cfg.verdicts, cfg.reject)
-            self.sink = VerdictSink(self.store, self.publisher, self.metrics)
+            self.publisher = Publisher(self.ctx, cfg.verdicts, cfg.reject, on_leave=self._gate_took)
+            self.sink = VerdictSink(self.store, self.publisher, self.metrics, self.health_state)
             self.intake = Intake(self.ctx, cfg, self.workers.get, lambda: list(self.workers), self.store,
-                                 self.sink, self.metrics)
+                                 self.sink, self.metrics, self.health_state)
             self.control = Control(self.ctx, cfg.control, self.handle)
         except zmq.ZMQError as exc:
             self.ctx.destroy(linger=0)
@@ -86,6 +94,11 @@ class Station:
             self.store.close()
             raise
         self.started_at = time.time()
+        if self.publisher.reject_endpoint is not None:
+            backlog = self.store.gate_backlog()
+            if backlog:
+                log.info("reject gate: %d verdicts from before the restart wait for it", len(backlog))
+            self.publisher.restore(backlog)
         self.publisher.start()
         for worker in self.workers.values():
             worker.start()
@@ -138,7 +151,8 @@ class Station:
             self.stop()
 
     def stop(self) -> None:
-        """Graceful shutdown: drain, decide, persist, close."""
+        """Graceful shutdown: drain, decide, persist, close. Raises StorageError (after
+        closing everything) when a window or a verdict could not be saved."""
         if not self._started:
             return
         self._started = False
@@ -153,9 +167,38 @@ class Station:
         self.publisher.join()
         self.control.stop()
         self.control.join()
+        failures = [f"line {w.line}: window not saved: {w.save_error}" for w in self.workers.values() if w.save_error]
+        unlogged = self.sink.log_unlogged()
+        if unlogged:
+            failures.append(f"{unlogged} published verdicts are not in the verdict log (after a restart "
+                            "their parts may be answered again)")
+        backlog = len(self.store.gate_backlog()) if self.publisher.reject_endpoint else 0
         self.store.close()
         self.ctx.term()
+        if backlog:
+            log.warning("%d verdicts wait for the reject gate in %s; sent when it connects after a restart",
+                        backlog, self.store.path)
+        if failures:
+            raise StorageError("station stopped, but not everything was saved: " + "; ".join(failures))
         log.info("station stopped; windows saved in %s", self.config.state_dir)
+
+    def _gate_took(self, verdict) -> None:
+        """A verdict left the reject gate's backlog (publisher thread): forget it in the store."""
+        try:
+            self.store.gate_taken(verdict.line, verdict.part)
+        except StorageError as exc:  # it will be sent to the gate again after a restart
+            self.health_state.set("storage.gate", str(exc))
+        else:
+            self.health_state.clear("storage.gate")
+
+    def health(self) -> dict:
+        """{"degraded": bool, "reasons": {key: message}, "since": {key: epoch s}, "notices": [...]}
+        (see ``edge_runtime.station.health``); looks at the free space and retries the
+        verdicts waiting to be logged first, so a station that recovered says so."""
+        if self._started:
+            self.intake.floor.refusal()
+            self.sink.log_unlogged()
+        return self.health_state.snapshot()
 
     # --- lines -------------------------------------------------------------
 
@@ -172,8 +215,8 @@ class Station:
         if state is not None:
             try:
                 inspector.load_state(state)
-            except (ValueError, KeyError) as exc:
-                log.warning("line %s: saved window not usable (%s); starting cold", line, exc)
+            except (ValueError, KeyError, TypeError) as exc:
+                self.store.quarantine_window(line, profile.window_key, f"not usable ({exc})")
                 inspector.reset()
         log.info("line %s: profile %s loaded in %.1f s, window %d/%d", line, profile.source,
                  time.perf_counter() - t, inspector.status()["window"], inspector.status()["capacity"])
@@ -264,5 +307,7 @@ class Station:
             "uptime_s": time.time() - self.started_at, "endpoints": self.endpoints,
             "state_dir": str(self.config.state_dir), "malformed": station.get("malformed", 0),
             "counts": station, "published": self.publisher.published, "publish_queue": self.publisher.queued,
-            "reject_backlog": self.publisher.reject_backlog,
+            "reject_backlog": self.publisher.reject_backlog, "pending_bytes": self.intake.pending_bytes(),
+            "free_bytes": self.store.free_bytes(), "unlogged": len(self.sink.unlogged),
+            **self.health(),
         }}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 import time
+import unicodedata
 from dataclasses import dataclass, field, fields
 
 import msgpack
@@ -22,8 +23,10 @@ ENCODINGS = ("png", "jpeg", "raw")
 VERDICTS = ("ok", "ng", "inconclusive", "error")
 COMMANDS = ("status", "switch", "reset", "set_threshold", "snapshot", "verdicts", "shutdown")
 
-# Names travel in ZeroMQ topics and file names: keep them plain.
+# Line names travel in ZeroMQ topics and file names: keep them plain.
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+# Part ids are the sender's: any text, but bounded and printable (they go into logs).
+MAX_PART_CHARS = 128
 _MAX_SIDE = 16384
 
 
@@ -74,9 +77,12 @@ class FrameHeader:
         return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
 
 
-def _unpack(raw: bytes, what: str) -> object:
+def _unpack(raw: bytes, what: str, lenient: bool = False) -> object:
+    """msgpack -> object; ``lenient`` keeps strings that are not UTF-8 (surrogate-escaped),
+    so a frame header with such a part id still names its line and gets a verdict."""
     try:
-        return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        return msgpack.unpackb(raw, raw=False, strict_map_key=False,
+                               unicode_errors="surrogateescape" if lenient else "strict")
     except Exception as exc:  # msgpack raises several unrelated types
         raise ProtocolError("not_msgpack", f"{what} is not msgpack ({type(exc).__name__}: {exc})") from None
 
@@ -84,6 +90,43 @@ def _unpack(raw: bytes, what: str) -> object:
 def _name(obj: dict, key: str) -> str | None:
     value = obj.get(key)
     return value if isinstance(value, str) and NAME.match(value) else None
+
+
+def part_id_problem(part: str) -> str | None:
+    """Why ``part`` (a decoded str) is not a valid part id, or None: 1 to 128
+    characters of valid UTF-8, no control characters."""
+    if not part:
+        return "part id is empty"
+    try:
+        part.encode("utf-8")
+    except UnicodeEncodeError:
+        return "part id is not valid UTF-8"
+    if len(part) > MAX_PART_CHARS:
+        return f"part id has {len(part)} characters, more than {MAX_PART_CHARS}"
+    if any(unicodedata.category(ch) == "Cc" for ch in part):
+        return "part id holds control characters"
+    return None
+
+
+def _part(obj: dict) -> tuple[str | None, str | None]:
+    """(part id as a verdict can carry it, what is wrong with it or None). Bytes that are
+    not UTF-8 are shown backslash-escaped, so the error verdict still names them."""
+    value = obj.get("part")
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "surrogateescape")
+    if not isinstance(value, str):
+        return None, None
+    problem = part_id_problem(value)
+    shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return (shown or None), problem
+
+
+def _shown(value: object) -> str:
+    """A header value for an error message: short, and printable even when not UTF-8."""
+    if isinstance(value, str):
+        value = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def parse_frame(message: list[bytes]) -> tuple[FrameHeader, bytes]:
@@ -95,15 +138,18 @@ def parse_frame(message: list[bytes]) -> tuple[FrameHeader, bytes]:
     """
     if len(message) != 2:
         raise ProtocolError("bad_message", f"a sensor frame has 2 parts [header, payload], got {len(message)}")
-    obj = _unpack(message[0], "frame header")
+    obj = _unpack(message[0], "frame header", lenient=True)
     if not isinstance(obj, dict):
         raise ProtocolError("bad_header", f"frame header must be a map, got {type(obj).__name__}")
-    line, part = _name(obj, "line"), _name(obj, "part")
+    line = _name(obj, "line")
+    part, problem = _part(obj)
     seq = obj.get("seq") if isinstance(obj.get("seq"), int) and not isinstance(obj.get("seq"), bool) else None
     if line is None or part is None:
-        raise ProtocolError("bad_header", "frame header needs 'line' and 'part' strings "
-                            f"(letters, digits, _.:-, at most 128), got line={obj.get('line')!r} "
-                            f"part={obj.get('part')!r}", line, part, seq)
+        raise ProtocolError("bad_header", "frame header needs a 'line' name (letters, digits, _.:-, at most 128) "
+                            f"and a 'part' string, got line={_shown(obj.get('line'))} "
+                            f"part={_shown(obj.get('part'))}", line, part, seq)
+    if problem is not None:
+        raise ProtocolError("bad_part", f"frame of line {line}: {problem}: {part[:160]!r}", line, part, seq)
 
     def fail(code: str, message: str) -> ProtocolError:
         return ProtocolError(code, f"frame of part {part} (line {line}): {message}", line, part, seq)
