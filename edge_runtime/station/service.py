@@ -303,11 +303,12 @@ class Station:
                 "counts": m["counts"],
             }
         station = self.metrics.station.snapshot()["counts"]
+        health = self.health()  # first: it may log what waited, which the counts below then show
         return {"lines": lines, "station": {
             "uptime_s": time.time() - self.started_at, "endpoints": self.endpoints,
             "state_dir": str(self.config.state_dir), "malformed": station.get("malformed", 0),
             "counts": station, "published": self.publisher.published, "publish_queue": self.publisher.queued,
             "reject_backlog": self.publisher.reject_backlog, "pending_bytes": self.intake.pending_bytes(),
             "free_bytes": self.store.free_bytes(), "unlogged": len(self.sink.unlogged),
-            **self.health(),
+            **health,
         }}

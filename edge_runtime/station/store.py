@@ -134,7 +134,8 @@ class Store:
         self.quarantined: list[str] = []
         self._full = synchronous == "full"
         self._lock = threading.Lock()
-        self._db = self._open()
+        with _writing(f"opening {self.path}"):
+            self._db = self._open()
         self._tidy_windows()
 
     def close(self) -> None:
@@ -167,7 +168,11 @@ class Store:
             if db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
                 log.info("%s: converting to incremental auto-vacuum (once)", self.path)
                 db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-                db.execute("VACUUM")
+                try:
+                    db.execute("VACUUM")  # rewrites the file: needs about its size free
+                except sqlite3.OperationalError as exc:
+                    log.warning("%s: not converted (%s); freed pages are reused but not given back "
+                                "to the file system until a later start converts it", self.path, exc)
         except BaseException:
             db.close()
             raise

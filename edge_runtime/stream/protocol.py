@@ -27,6 +27,7 @@ COMMANDS = ("status", "switch", "reset", "set_threshold", "snapshot", "verdicts"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 # Part ids are the sender's: any text, but bounded and printable (they go into logs).
 MAX_PART_CHARS = 128
+_SHOWN_PART_CHARS = 1024  # a longer invalid id is echoed cut to this, with "..."
 _MAX_SIDE = 16384
 
 
@@ -110,7 +111,8 @@ def part_id_problem(part: str) -> str | None:
 
 def _part(obj: dict) -> tuple[str | None, str | None]:
     """(part id as a verdict can carry it, what is wrong with it or None). Bytes that are
-    not UTF-8 are shown backslash-escaped, so the error verdict still names them."""
+    not UTF-8 are shown backslash-escaped, so the error verdict still names them (an id over
+    1024 characters is cut there, with "...")."""
     value = obj.get("part")
     if isinstance(value, bytes):
         value = value.decode("utf-8", "surrogateescape")
@@ -118,6 +120,8 @@ def _part(obj: dict) -> tuple[str | None, str | None]:
         return None, None
     problem = part_id_problem(value)
     shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if len(shown) > _SHOWN_PART_CHARS:
+        shown = shown[:_SHOWN_PART_CHARS] + "..."
     return (shown or None), problem
 
 
