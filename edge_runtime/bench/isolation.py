@@ -30,7 +30,7 @@ import numpy as np
 import zmq
 from tqdm import tqdm
 
-from edge_runtime.bench.report import write_report
+from edge_runtime.bench.report import DEFAULT_OUT, write_report
 
 PROFILE = {
     "line": {"modalities": ["3d"], "window": 8, "min_window": 5, "image_size": 64},
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--period-ms", type=float, default=100.0, help="steady line: one part every ... ms")
     p.add_argument("--queue", type=int, default=4, help="queue size of both lines (default 4)")
     p.add_argument("--own-socket", action="store_true", help="give the busy line its own frame socket")
-    p.add_argument("--out", default="bench-out", help="output folder (JSON, markdown, PNG)")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (JSON, markdown, PNG; default {DEFAULT_OUT})")
     return p
 
 
