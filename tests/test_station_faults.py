@@ -138,8 +138,9 @@ def test_a_store_that_cannot_write_raises_storage_errors_and_keeps_one_verdict_p
         try:
             fill(state)
             verdict = refusal("L", "p1", 1, "x", "y")
-            with pytest.raises(StorageError, match="disk is full"):
+            with pytest.raises(StorageError, match="frame of line L part p1: .*No space left"):
                 store.add_frame("L", "p1", "xyz", b"h", b"\0" * 300_000)
+            assert list((state / "frames").iterdir()) == [] and store.stored_parts() == []
             with pytest.raises(StorageError, match="window of line L"):
                 store.save_window("L", "k", {"x": np.zeros(200_000)}, parts=[])
             assert not any(p.name.endswith(".tmp") for p in (state / "windows").iterdir())
@@ -152,31 +153,41 @@ def test_a_store_that_cannot_write_raises_storage_errors_and_keeps_one_verdict_p
 
 # --- 2. bounded disk use ------------------------------------------------------
 
+def used(state: Path) -> int:
+    return sum(p.stat().st_size for p in state.rglob("*") if p.is_file())
+
+
 def test_deleted_frames_give_their_space_back(tmp_path):
     store = Store(tmp_path)
     payload = np.random.default_rng(0).bytes(4 << 20)
     for i in range(6):
         store.add_frame("L", f"p{i}", "xyz", b"h", payload)
-    store.close()
-    grown = (tmp_path / "station.db").stat().st_size
-    store = Store(tmp_path)
-    for i in range(6):
+    grown = used(tmp_path)
+    assert [p.frames[0][2] == payload for p in store.stored_parts()] == [True] * 6
+    for i in range(3):
         store.log_verdict(refusal("L", f"p{i}", i, "x", "y"), "station", drop_frames=True)
+    store.save_window("L", "k", {"x": np.zeros(4)}, parts=["p3", "p4", "p5"])
     store.close()
-    after = (tmp_path / "station.db").stat().st_size
-    assert grown > 24 << 20 and after < 1 << 20, (grown, after)
+    assert grown > 24 << 20 and used(tmp_path) < 1 << 20, (grown, used(tmp_path))
+    assert list((tmp_path / "frames").iterdir()) == []
 
 
-def test_an_old_database_is_converted_to_incremental_vacuum(tmp_path):
-    db = sqlite3.connect(tmp_path / "station.db")
-    db.execute("CREATE TABLE line_profiles (line TEXT PRIMARY KEY, profile TEXT NOT NULL, ts REAL NOT NULL)")
-    db.execute("INSERT INTO line_profiles VALUES ('L', 'a.toml', 0)")
+def test_an_old_database_is_converted_and_its_frames_still_read_and_give_space_back(tmp_path):
+    db = sqlite3.connect(tmp_path / "station.db")  # the first schema: payloads inside the database
+    db.execute("CREATE TABLE frames (rx INTEGER PRIMARY KEY AUTOINCREMENT, line TEXT NOT NULL, part TEXT NOT NULL,"
+               " sensor TEXT NOT NULL, ts_rx REAL NOT NULL, header BLOB NOT NULL, payload BLOB NOT NULL,"
+               " UNIQUE (line, part, sensor))")
+    payload = np.random.default_rng(1).bytes(8 << 20)
+    db.execute("INSERT INTO frames (line, part, sensor, ts_rx, header, payload) VALUES ('L', 'old', 'xyz', 0, x'00', ?)",
+               (payload,))
     db.commit()
     db.close()
     store = Store(tmp_path)
-    assert store.line_profiles() == {"L": "a.toml"}
+    assert [(p.part, p.frames[0][2] == payload) for p in store.stored_parts()] == [("old", True)]
+    store.log_verdict(refusal("L", "old", 0, "x", "y"), "station", drop_frames=True)
     store.close()
     assert sqlite3.connect(tmp_path / "station.db").execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+    assert used(tmp_path) < 1 << 20
 
 
 # --- 3. damaged state ---------------------------------------------------------

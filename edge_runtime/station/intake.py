@@ -48,7 +48,7 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from edge_runtime.station.config import StationConfig
-from edge_runtime.station.health import Health, SpaceFloor
+from edge_runtime.station.health import SpaceFloor
 from edge_runtime.station.metrics import Metrics
 from edge_runtime.station.store import StorageError, StoredPart, Store
 from edge_runtime.station.verdicts import VerdictSink
@@ -205,8 +205,7 @@ class Intake(threading.Thread):
     """
 
     def __init__(self, ctx: zmq.Context, config: StationConfig, lines: Callable[[str], object],
-                 served: Callable[[], list[str]], store: Store, sink: VerdictSink, metrics: Metrics,
-                 health: Health | None = None):
+                 served: Callable[[], list[str]], store: Store, sink: VerdictSink, metrics: Metrics):
         super().__init__(name="intake", daemon=True)
         # ZeroMQ drops a message over MAXMSGSIZE with its connection, silently: the socket takes up to
         # twice max_frame_bytes so that a frame over the limit is seen here, counted and answered.
@@ -231,7 +230,7 @@ class Intake(threading.Thread):
         self._store = store
         self._sink = sink
         self._metrics = metrics
-        self._health = health or sink.health
+        self._health = sink.health
         self.floor = SpaceFloor(store.free_bytes, config.min_free_bytes, self._health)
         self._max_frame_bytes = config.max_frame_bytes
         self._max_pixels = config.max_frame_pixels

@@ -81,7 +81,7 @@ class Station:
             self.publisher = Publisher(self.ctx, cfg.verdicts, cfg.reject, on_leave=self._gate_took)
             self.sink = VerdictSink(self.store, self.publisher, self.metrics, self.health_state)
             self.intake = Intake(self.ctx, cfg, self.workers.get, lambda: list(self.workers), self.store,
-                                 self.sink, self.metrics, self.health_state)
+                                 self.sink, self.metrics)
             self.control = Control(self.ctx, cfg.control, self.handle)
         except zmq.ZMQError as exc:
             self.ctx.destroy(linger=0)

@@ -1,11 +1,14 @@
 """What survives a restart: received frames, the verdict log, windows, line switches,
 verdicts the reject gate has not taken yet.
 
-One SQLite database (WAL) in the state directory plus one ``.npz`` file per
-saved window. The rules that make a SIGKILL lose no part:
+One SQLite database (WAL) in the state directory, one ``.npz`` file per saved
+window, and one file per received frame's payload in ``frames/`` (its row in
+the database names it): a frame's space is given back the moment it is deleted,
+without rewriting the database. The rules that make a SIGKILL lose no part:
 
-- a frame is stored (committed) before it is paired, so a part received but
-  not yet decided is found again at start-up and scored then;
+- a frame is stored (its file written, then its row committed) before it is
+  paired, so a part received but not yet decided is found again at start-up
+  and scored then; a frame file no row names was never stored and is removed;
 - a verdict is committed before it is published, and (line, part) is unique
   in the log, so a part never gets a second verdict;
 - a window is written to a new file first, then one transaction points the line
@@ -14,14 +17,16 @@ saved window. The rules that make a SIGKILL lose no part:
 - a verdict for the reject gate is queued (table ``gate_backlog``) in the same
   transaction that logs it and leaves the queue once the gate has taken it.
 
-Space is given back: the database runs with ``auto_vacuum = INCREMENTAL`` (an
-older database is converted once at start-up) and frees the pages of deleted
-frames after each transaction that deletes some; the WAL is truncated back to
-``_WAL_KEEP`` after checkpoints.
+Space is given back: frame files are unlinked with their rows; the database
+runs with ``auto_vacuum = INCREMENTAL`` (an older database is converted once at
+start-up) and frees the pages of deleted rows (payloads an older version kept
+inside it) after each transaction that deletes frames; the WAL is truncated
+back to ``_WAL_KEEP`` after checkpoints.
 
 Damaged state is moved aside, never deleted: a ``station.db`` SQLite cannot read
-(zero bytes, a foreign header, truncated) goes to ``quarantine/`` and a new one
-starts (its windows are adopted again from their file names); an unreadable
+(zero bytes, a foreign header, truncated) goes to ``quarantine/`` with the frame
+files it named, and a new one starts (its windows are adopted again from their
+file names); an unreadable
 window file goes there too and its line starts cold. Failures to write (a full
 disk) raise ``StorageError``.
 
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import logging
 import os
 import shutil
@@ -74,6 +80,10 @@ CREATE TABLE IF NOT EXISTS gate_backlog (
     UNIQUE (line, part)
 );
 """
+# Columns added since the first schema: (table, column, declaration), added to older databases at start-up.
+_ADDED_COLUMNS = (
+    ("frames", "file", "TEXT"),  # the payload's file in frames/ (NULL: the payload is in the row)
+)
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _WAL_KEEP = 16 * 1024 * 1024  # bytes of WAL kept after a checkpoint (the rest is truncated)
 
@@ -129,13 +139,17 @@ class Store:
         self.dir = Path(state_dir)
         self.windows_dir = self.dir / "windows"
         self.windows_dir.mkdir(parents=True, exist_ok=True)
+        self.frames_dir = self.dir / "frames"
         self.quarantine_dir = self.dir / "quarantine"
         self.path = self.dir / "station.db"
         self.quarantined: list[str] = []
         self._full = synchronous == "full"
         self._lock = threading.Lock()
+        self._names = itertools.count()  # frame file names: unique even within one clock tick
         with _writing(f"opening {self.path}"):
             self._db = self._open()
+        self.frames_dir.mkdir(exist_ok=True)
+        self._tidy_frames()
         self._tidy_windows()
 
     def close(self) -> None:
@@ -153,6 +167,8 @@ class Store:
         problem = _db_problem(self.path)
         if problem is not None:
             moved = [self._quarantine(p, problem) for p in _db_files(self.path)]
+            if self.frames_dir.is_dir():  # the frame files belong to that database
+                moved.append(self._quarantine(self.frames_dir, f"the frame files of {self.path.name}"))
             log.error("STATE DAMAGED: %s %s; moved to %s; starting a new database (verdict log, stored "
                       "frames and gate backlog start empty; windows are adopted from their files)",
                       self.path, problem, ", ".join(str(m) for m in moved))
@@ -165,6 +181,9 @@ class Store:
             db.execute(f"PRAGMA journal_size_limit={_WAL_KEEP}")
             db.execute(f"PRAGMA synchronous={'FULL' if self._full else 'NORMAL'}")
             db.executescript(_SCHEMA)
+            for table, column, declaration in _ADDED_COLUMNS:
+                if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
             if db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
                 log.info("%s: converting to incremental auto-vacuum (once)", self.path)
                 db.execute("PRAGMA auto_vacuum=INCREMENTAL")
@@ -189,6 +208,15 @@ class Store:
         os.replace(path, target)
         self.quarantined.append(f"{path.name}: {reason} -> {target}")
         return target
+
+    def _tidy_frames(self) -> None:
+        """Frame files no row names: written, but the process stopped before their row was
+        committed (the frame was never stored, nor acknowledged)."""
+        with self._lock:
+            named = {f for (f,) in self._db.execute("SELECT file FROM frames WHERE file IS NOT NULL")}
+        for path in self.frames_dir.iterdir():
+            if path.name not in named:
+                path.unlink(missing_ok=True)
 
     def _tidy_windows(self) -> None:
         """Window files no row points at. A temporary, or a file of a line and profile
@@ -223,26 +251,62 @@ class Store:
 
     def add_frame(self, line: str, part: str, sensor: str, header: bytes, payload: bytes) -> int:
         """Store a received frame (committed on return); its rx number."""
-        with self._lock, _writing(f"storing a {sensor} frame of line {line} part {part}"):
-            cur = self._db.execute(
-                "INSERT INTO frames (line, part, sensor, ts_rx, header, payload) VALUES (?, ?, ?, ?, ?, ?)",
-                (line, part, sensor, time.time(), header, payload))
+        path = self.frames_dir / f"{time.time_ns()}-{next(self._names)}.frame"
+        with _writing(f"storing a {sensor} frame of line {line} part {part}"):
+            try:
+                with path.open("wb") as fh:
+                    fh.write(payload)
+                    if self._full:
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                if self._full:
+                    _fsync_dir(self.frames_dir)
+                with self._lock:
+                    cur = self._db.execute(
+                        "INSERT INTO frames (line, part, sensor, ts_rx, header, payload, file)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)", (line, part, sensor, time.time(), header, b"", path.name))
+            except BaseException:
+                path.unlink(missing_ok=True)
+                raise
             return int(cur.lastrowid)
 
     def stored_parts(self) -> list[StoredPart]:
-        """Every part that still has frames, in the order its last frame arrived."""
+        """Every part that still has frames, in the order its last frame arrived. A frame
+        whose file is gone comes back with an empty payload (its part is then refused)."""
         with self._lock:
-            rows = self._db.execute("SELECT rx, line, part, header, payload FROM frames ORDER BY rx").fetchall()
+            rows = self._db.execute("SELECT rx, line, part, header, payload, file FROM frames ORDER BY rx").fetchall()
             decided = set(self._db.execute(
                 "SELECT v.line, v.part FROM verdicts v JOIN frames f ON v.line = f.line AND v.part = f.part"
             ).fetchall())
         parts: dict[tuple[str, str], StoredPart] = {}
-        for rx, line, part, header, payload in rows:
+        for rx, line, part, header, payload, file in rows:
             key = (line, part)
             if key not in parts:
                 parts[key] = StoredPart(line, part, [], key in decided)
+            if file is not None:
+                try:
+                    payload = (self.frames_dir / file).read_bytes()
+                except OSError as exc:
+                    log.warning("line %s part %s: stored frame %s unreadable: %s", line, part, file, exc)
+                    payload = b""
             parts[key].frames.append((rx, bytes(header), bytes(payload)))
         return sorted(parts.values(), key=lambda p: p.last_rx)
+
+    def _delete_frames(self, line: str, parts: list[str]) -> list[Path]:
+        """Delete the frame rows of ``parts`` (inside the caller's transaction); the files to
+        unlink once it commits."""
+        files = []
+        for part in parts:
+            files += [self.frames_dir / f for (f,) in self._db.execute(
+                "SELECT file FROM frames WHERE line = ? AND part = ? AND file IS NOT NULL", (line, part))]
+            self._db.execute("DELETE FROM frames WHERE line = ? AND part = ?", (line, part))
+        return files
+
+    def _forget(self, files: list[Path]) -> None:
+        """After a commit that deleted frames: their files, then the database pages they left."""
+        for path in files:
+            path.unlink(missing_ok=True)
+        self._give_back()
 
     def _give_back(self) -> None:
         """Return the pages of deleted rows to the file system (lock held, no transaction).
@@ -288,14 +352,13 @@ class Store:
                      verdict.threshold_source, verdict.ts, header, origin, verdict.vseq))
                 if to_gate:
                     db.execute("INSERT INTO gate_backlog (line, part, header) VALUES (?, ?, ?)", (line, part, header))
-                dropped = db.execute("DELETE FROM frames WHERE line = ? AND part = ?", (line, part)).rowcount \
-                    if drop_frames else 0
+                dropped = self._delete_frames(line, [part]) if drop_frames else []
                 db.execute("COMMIT")
             except BaseException:
                 _rollback(db)
                 raise
-            if dropped:
-                self._give_back()
+            if drop_frames:
+                self._forget(dropped)
         return verdict
 
     def verdicts(self, line: str, last: int = 20, parts: list[str] | None = None) -> list[dict]:
@@ -349,14 +412,14 @@ class Store:
                 old = db.execute("SELECT path FROM windows WHERE line = ? AND key = ?", (line, key)).fetchone()
                 db.execute("INSERT OR REPLACE INTO windows (line, key, path, parts, ts) VALUES (?, ?, ?, ?, ?)",
                            (line, key, path.name, len(parts), time.time()))
-                db.executemany("DELETE FROM frames WHERE line = ? AND part = ?", [(line, p) for p in parts])
+                dropped = self._delete_frames(line, parts)
                 db.execute("COMMIT")
             except BaseException:
                 _rollback(db)
                 path.unlink(missing_ok=True)
                 raise
             if parts:
-                self._give_back()
+                self._forget(dropped)
         if old and old[0] != path.name:
             (self.windows_dir / old[0]).unlink(missing_ok=True)
         return path
@@ -421,6 +484,9 @@ def _db_problem(path: Path) -> str | None:
         finally:
             db.close()
     except sqlite3.DatabaseError as exc:
+        # damage only: a database another process holds locked is not to be moved
+        if getattr(exc, "sqlite_errorname", None) not in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+            raise
         return f"cannot be read ({exc})"
     return None if result == "ok" else f"fails its integrity check ({result})"
 

@@ -84,11 +84,11 @@ class VerdictSink:
 
     _UNLOGGED_MAX = 100_000  # verdicts kept for logging later; beyond, the oldest is forgotten
 
-    def __init__(self, store: Store, publisher: Publisher, metrics: Metrics, health: Health | None = None):
+    def __init__(self, store: Store, publisher: Publisher, metrics: Metrics, health: Health):
         self.store = store
         self.publisher = publisher
         self.metrics = metrics
-        self.health = health or Health()
+        self.health = health
         self.unlogged: OrderedDict[tuple[str, str], tuple[Verdict, str, bool]] = OrderedDict()
         self._lock = threading.Lock()
 
