@@ -25,7 +25,7 @@ from edge_runtime.station.config import load_station_config
 from edge_runtime.station.service import Station
 from edge_runtime.station.store import StorageError, Store
 from edge_runtime.station.verdicts import refusal
-from edge_runtime.stream.decode import decode_payload, image_header
+from edge_runtime.stream.decode import image_header
 from edge_runtime.stream.protocol import FrameHeader, ProtocolError, encode_frame
 from tests.station_helpers import SMALL_3D, Client, free_endpoint, running, serve_command, write_station
 
@@ -307,13 +307,13 @@ import resource, sys
 sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
 from tests.test_station_faults import png_bomb, rgb_header
 from edge_runtime.stream.decode import decode_payload
-from edge_runtime.stream.protocol import ProtocolError
+from edge_runtime.stream.protocol import ProtocolError, pack_frame, parse_frame
 bomb = png_bomb(16000, 16000)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 codes = []
 for header, limit in ((rgb_header(64, 64), None), (rgb_header(16000, 16000), 4096 * 4096)):
     try:
-        decode_payload(header, bomb, limit)
+        decode_payload(*parse_frame(pack_frame(header, bomb), limit))
     except ProtocolError as exc:
         codes.append(exc.code + ":" + str(exc))
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -8,11 +8,12 @@ One ``Intake`` thread owns the frame socket(s). A message goes through:
 2. the line: a frame for a line this station does not serve is refused;
 3. duplicates and late frames: a second frame of a sensor, or a frame for a part
    already answered, is counted and dropped;
-4. bounds, before any pixel is decoded: free space in the state directory under
-   ``min_free_bytes`` refuses the frame (code ``storage``); its decoded size on top
-   of the frames waiting and queued over ``max_pending_bytes`` refuses it (code
-   ``overload``); then decoding (``stream.decode``, pixels bounded by
-   ``max_frame_pixels``);
+4. bounds, before any pixel is decoded, on a frame the line uses: free space in
+   the state directory under ``min_free_bytes`` refuses it (code ``storage``);
+   its decoded size on top of the frames waiting and queued over
+   ``max_pending_bytes`` refuses it (code ``overload``); then decoding (``stream.decode``; ``parse_frame`` already
+   bounded the pixels by ``max_frame_pixels``); a valid frame of a sensor the
+   line does not use is counted and ignored here;
 5. the store: the frame is committed before pairing, so a crash cannot lose it;
    a store that cannot write answers the part with ``storage``;
 6. pairing by (line, part): a part leaves complete, at its deadline with what
@@ -354,7 +355,7 @@ class Intake(threading.Thread):
         now = time.monotonic()
         size = sum(len(m) for m in message)
         try:
-            header, payload = parse_frame(message)
+            header, payload = parse_frame(message, self._max_pixels)
             if size > self._max_frame_bytes:
                 raise ProtocolError("size", f"message of {size} bytes from {peer} is over max_frame_bytes "
                                     f"{self._max_frame_bytes}", header.line, header.part, header.seq)
@@ -373,28 +374,39 @@ class Intake(threading.Thread):
         worker.metrics.count("frames")
         if self._answered_or_duplicate((header.line, header.part), header.sensor, worker.metrics):
             return
-        full = self.floor.refusal(size)
+        try:
+            self._take(header, payload, message[0], size, peer, worker, t0, now)
+        except Exception as exc:  # a bug: the part still gets its one verdict, the trace goes to the log
+            self._metrics.station.count("internal_errors")
+            log.exception("intake: line %s part %s: unexpected failure", header.line, header.part)
+            self._drop_part(header.line, header.part, header.seq, "internal", f"{type(exc).__name__}: {exc}")
+
+    def _take(self, header: FrameHeader, payload: bytes, raw_header: bytes, size: int, peer: str, worker,
+              t0: float, now: float) -> None:
+        """Bounds, decoding, the store, pairing of a frame with a valid header."""
+        used = header.sensor in worker.profile.sensors
+        full = self.floor.refusal(size) if used else None
         if full is not None:
             self._drop_part(header.line, header.part, header.seq, "storage", f"frame not stored: {full}")
             return
         decoded = header.shape[0] * header.shape[1] * 3 * np.dtype(header.dtype).itemsize
         waiting = self.pending_bytes()
-        if waiting + decoded > self.max_pending_bytes:
+        if used and waiting + decoded > self.max_pending_bytes:
             worker.metrics.count("dropped_overload")
             self._drop_part(header.line, header.part, header.seq, "overload",
                             f"{header.sensor} frame of {decoded} bytes decoded refused: {waiting} bytes of frames "
                             f"wait already, max_pending_bytes is {self.max_pending_bytes}")
             return
         try:
-            array = decode_payload(header, payload, self._max_pixels)
+            array = decode_payload(header, payload)
         except ProtocolError as exc:
             self._refuse(exc, peer)
             return
-        if header.sensor not in worker.profile.sensors:  # valid, but this line does not use that sensor
+        if not used:  # valid, but this line does not use that sensor
             worker.metrics.count("unused_frames")
             return
         try:
-            rx = self._store.add_frame(header.line, header.part, header.sensor, message[0], payload)
+            rx = self._store.add_frame(header.line, header.part, header.sensor, raw_header, payload)
         except StorageError as exc:
             self._health.set("storage.frames", str(exc))
             self._drop_part(header.line, header.part, header.seq, "storage", str(exc))
@@ -573,8 +585,8 @@ class Intake(threading.Thread):
             frames = []
             try:
                 for rx, header_bytes, payload in part.frames:
-                    header, payload = parse_frame([header_bytes, payload])
-                    frames.append(Frame(header, decode_payload(header, payload, self._max_pixels), rx, now))
+                    header, payload = parse_frame([header_bytes, payload], self._max_pixels)
+                    frames.append(Frame(header, decode_payload(header, payload), rx, now))
             except ProtocolError as exc:
                 self._answer(part.line, part.part, exc.seq, exc.code, f"stored frame unreadable: {exc}")
                 continue

@@ -18,7 +18,7 @@ from edge_runtime.station.config import LineProfile
 from edge_runtime.station.metrics import LineMetrics
 from edge_runtime.station.intake import PendingPart
 from edge_runtime.station.store import StorageError, Store
-from edge_runtime.station.verdicts import VerdictSink, from_decision
+from edge_runtime.station.verdicts import VerdictSink, from_decision, refusal
 from edge_runtime.stream.protocol import SENSORS
 
 log = logging.getLogger(__name__)
@@ -183,9 +183,15 @@ class LineWorker(threading.Thread):
         t_first, stages = self._stream_ms.pop(decision.part, (None, {}))
         if t_first is not None:
             stages["total"] = (time.monotonic() - t_first) * 1e3
-        verdict, png = from_decision(self.line, decision, self.inspector.model_digest,
-                                     self.inspector.profile_digest, stages,
-                                     with_map=self.profile.settings.map_output)
+        try:
+            verdict, png = from_decision(self.line, decision, self.inspector.model_digest,
+                                         self.inspector.profile_digest, stages,
+                                         with_map=self.profile.settings.map_output)
+        except ValueError as exc:  # a decision no verdict can carry (a bug): the part is still answered
+            log.exception("line %s part %s: verdict not built", self.line, decision.part)
+            verdict, png = refusal(self.line, decision.part, decision.seq, "internal", f"verdict not built: {exc}",
+                                   model=self.inspector.model_digest, profile=self.inspector.profile_digest,
+                                   latency_ms=stages), None
         self.sink.emit(verdict, png, origin="inspector", drop_frames=False)
 
     def _emit_error(self, part: PendingPart, code: str, message: str) -> None:

@@ -4,7 +4,7 @@
 ``ProtocolError`` naming what is wrong with the payload against its header.
 Decoding is bounded before it starts: a PNG's or JPEG's size, channels and
 bit depth are read from its header bytes (``image_header``) and must match the
-frame header, whose pixel count must be within ``max_pixels``; a 3 MB PNG that
+frame header (whose pixel count ``parse_frame`` bounds); a 3 MB PNG that
 inflates to 30000 x 30000 is refused without allocating its pixels.
 """
 from __future__ import annotations
@@ -63,12 +63,11 @@ def image_header(encoding: str, payload: bytes) -> tuple[int, int, int, int]:
     raise ValueError("no JPEG frame header (SOF) before the image data")
 
 
-def decode_payload(header: FrameHeader, payload: bytes, max_pixels: int | None = None) -> np.ndarray:
+def decode_payload(header: FrameHeader, payload: bytes) -> np.ndarray:
     """The frame's array.
 
     rgb -> (H, W, 3) uint8 in RGB order (mono frames are repeated to 3 channels);
     xyz -> (H, W, 3) float32 organized cloud, zeros where nothing was measured.
-    max_pixels: frames with more pixels (H x W) are refused before decoding.
     Raises ProtocolError with code "dtype", "shape", "truncated", "size",
     "encoding", "decode" or "nonfinite".
     """
@@ -82,10 +81,6 @@ def decode_payload(header: FrameHeader, payload: bytes, max_pixels: int | None =
         raise fail("dtype", f"dtype must be {want}, got {header.dtype}")
     if header.shape[2] not in _SENSOR_CHANNELS[header.sensor]:
         raise fail("shape", f"channels must be one of {_SENSOR_CHANNELS[header.sensor]}, got shape {list(header.shape)}")
-    pixels = header.shape[0] * header.shape[1]
-    if max_pixels is not None and pixels > max_pixels:
-        raise fail("shape", f"{header.shape[0]} x {header.shape[1]} = {pixels} pixels, more than the "
-                   f"station's max_frame_pixels {max_pixels}")
     if header.encoding == "raw":
         expected = header.expected_bytes
         if len(payload) < expected:

@@ -133,9 +133,10 @@ def _shown(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def parse_frame(message: list[bytes]) -> tuple[FrameHeader, bytes]:
+def parse_frame(message: list[bytes], max_pixels: int | None = None) -> tuple[FrameHeader, bytes]:
     """Validate a received sensor frame ``[header, payload]``.
 
+    max_pixels: a frame whose shape has more pixels (h x w) is refused ("shape").
     Returns the header and the untouched payload bytes; raises ProtocolError.
     Payload contents (image decoding, sizes of raw arrays) are checked by
     ``edge_runtime.stream.decode``.
@@ -187,6 +188,9 @@ def parse_frame(message: list[bytes]) -> tuple[FrameHeader, bytes]:
             or not all(isinstance(s, int) and not isinstance(s, bool) for s in shape)
             or not (0 < shape[0] <= _MAX_SIDE and 0 < shape[1] <= _MAX_SIDE and shape[2] in (1, 3))):
         raise fail("shape", f"shape must be [h, w, c] with 0 < h, w <= {_MAX_SIDE} and c in (1, 3), got {shape!r}")
+    if max_pixels is not None and shape[0] * shape[1] > max_pixels:
+        raise fail("shape", f"{shape[0]} x {shape[1]} = {shape[0] * shape[1]} pixels, more than the station's "
+                   f"max_frame_pixels {max_pixels} (not decoded)")
     header = FrameHeader(line, part, seq, sensor, float(ts), encoding, dtype, (shape[0], shape[1], shape[2]))
     return header, bytes(message[1])
 
