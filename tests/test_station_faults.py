@@ -22,6 +22,7 @@ import zmq
 
 from edge_runtime.sim.generator import iter_parts
 from edge_runtime.station.config import load_station_config
+from edge_runtime.station.ctl import status_table
 from edge_runtime.station.service import Station
 from edge_runtime.station.store import StorageError, Store
 from edge_runtime.station.verdicts import refusal
@@ -103,11 +104,13 @@ def test_full_disk_answers_every_part_degrades_recovers_and_a_failed_save_fails_
             for i, part in enumerate(full):
                 client.push.send_multipart(encode_frame("tile", part, 100 + i, "xyz", clouds[i % 8]))
             got = client.verdicts(len(full))
-            status = client.request({"cmd": "status"})["station"]
+            reply = client.request({"cmd": "status"})
+            status = reply["station"]
             assert sorted(h["part"] for h, _ in got) == sorted(full)  # one each
             assert {c for _, c in codes(got)} == {"storage"}, codes(got)
             assert "min_free_bytes" in got[0][0]["error"]["message"]
             assert status["degraded"] and "disk_space" in status["reasons"], status
+            assert "DEGRADED (disk_space)" in status_table(reply)
 
             ballast.unlink()
             back = [f"back-{i}" for i in range(4)]

@@ -94,6 +94,8 @@ def status_table(reply: dict) -> str:
     st = reply["station"]
     rows.append(f"station up {st['uptime_s']:.0f} s, malformed messages {st['malformed']}, "
                 f"published {st['published']}, reject backlog {st['reject_backlog']}")
+    rows += [f"DEGRADED ({key}): {message}" for key, message in st.get("reasons", {}).items()]
+    rows += [f"moved to quarantine: {notice}" for notice in st.get("notices", [])]
     return "\n".join(rows)
 
 
