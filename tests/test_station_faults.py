@@ -8,11 +8,9 @@ import os
 import shutil
 import signal
 import sqlite3
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import msgpack
@@ -20,6 +18,7 @@ import numpy as np
 import pytest
 import zmq
 
+from edge_runtime.bench.faults import png_bomb
 from edge_runtime.sim.generator import iter_parts
 from edge_runtime.station.config import load_station_config
 from edge_runtime.station.ctl import status_table
@@ -265,29 +264,6 @@ def test_an_unreadable_database_is_kept_aside_and_a_new_one_starts_with_the_wind
 
 # --- 4. bounded decoding --------------------------------------------------------
 
-def png_bomb(height: int, width: int) -> bytes:
-    """A valid RGB PNG of zeros, ``height`` x ``width``, a few MB: the compressed rows
-    repeat, because a full flush makes identical input compress to identical bytes."""
-    row = b"\0" * (1 + 3 * width)
-    rows_per_block = max(1, (1 << 22) // len(row))
-    block, rest = divmod(height, rows_per_block)
-    z = zlib.compressobj(9, zlib.DEFLATED, -15)
-    first = z.compress(row * rows_per_block) + z.flush(zlib.Z_FULL_FLUSH)
-    again = z.compress(row * rows_per_block) + z.flush(zlib.Z_FULL_FLUSH)
-    tail = z.compress(row * rest) + z.flush()
-    adler = 1
-    for _ in range(block):
-        adler = zlib.adler32(row * rows_per_block, adler)
-    adler = zlib.adler32(row * rest, adler)
-    idat = b"\x78\xda" + first + again * (block - 1) + tail + struct.pack(">I", adler)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
-
 def rgb_header(h: int, w: int, encoding: str = "png") -> FrameHeader:
     return FrameHeader("tile", "bomb", 1, "rgb", 0.0, encoding, "uint8", (h, w, 3))
 
@@ -308,7 +284,8 @@ def test_a_png_bomb_is_refused_before_its_pixels_exist():
     script = f"""
 import resource, sys
 sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-from tests.test_station_faults import png_bomb, rgb_header
+from edge_runtime.bench.faults import png_bomb
+from tests.test_station_faults import rgb_header
 from edge_runtime.stream.decode import decode_payload
 from edge_runtime.stream.protocol import ProtocolError, pack_frame, parse_frame
 bomb = png_bomb(16000, 16000)
@@ -362,6 +339,9 @@ def test_the_reject_gate_gets_every_verdict_in_order_after_a_restart(tmp_path, c
         for i in range(5):
             client.push.send_multipart(encode_frame("tile", f"r{i}", i, "xyz", clouds[i]))
         client.verdicts(5)
+        deadline = time.monotonic() + 10  # the publisher queues for the gate just after PUB
+        while station.status()["station"]["reject_backlog"] < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert station.status()["station"]["reject_backlog"] == 5
         client.close()
     with running(Station(config)) as station:
@@ -373,7 +353,7 @@ def test_the_reject_gate_gets_every_verdict_in_order_after_a_restart(tmp_path, c
             client.push.send_multipart(encode_frame("tile", f"r{i}", i, "xyz", clouds[i]))
         client.verdicts(3)
         taken = []
-        while gate.poll(2000):
+        while gate.poll(5000):
             taken.append(msgpack.unpackb(gate.recv_multipart()[1]))
         gate.close(linger=0)
         client.close()
