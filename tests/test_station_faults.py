@@ -262,6 +262,18 @@ def test_an_unreadable_database_is_kept_aside_and_a_new_one_starts_with_the_wind
     assert status["lines"]["tile"]["window"] == 6 and status["lines"]["press"]["window"] == 6  # adopted
 
 
+def test_frame_files_without_their_database_are_kept_aside(tmp_path):
+    store = Store(tmp_path)
+    store.add_frame("L", "p", "xyz", b"h", b"payload")
+    store.close()
+    for path in tmp_path.glob("station.db*"):
+        path.unlink()
+    store = Store(tmp_path)
+    store.close()
+    assert [p.read_bytes() for p in (tmp_path / "quarantine" / "frames").iterdir()] == [b"payload"]
+    assert list((tmp_path / "frames").iterdir()) == []
+
+
 # --- 4. bounded decoding --------------------------------------------------------
 
 def rgb_header(h: int, w: int, encoding: str = "png") -> FrameHeader:

@@ -167,11 +167,13 @@ class Store:
         problem = _db_problem(self.path)
         if problem is not None:
             moved = [self._quarantine(p, problem) for p in _db_files(self.path)]
-            if self.frames_dir.is_dir():  # the frame files belong to that database
-                moved.append(self._quarantine(self.frames_dir, f"the frame files of {self.path.name}"))
             log.error("STATE DAMAGED: %s %s; moved to %s; starting a new database (verdict log, stored "
                       "frames and gate backlog start empty; windows are adopted from their files)",
                       self.path, problem, ", ".join(str(m) for m in moved))
+        if not self.path.exists() and self.frames_dir.is_dir() and any(self.frames_dir.iterdir()):
+            # frame files whose database is gone: only that database could say which part each is
+            target = self._quarantine(self.frames_dir, f"frame files without their database ({problem or 'missing'})")
+            log.error("STATE DAMAGED: frame files without %s moved to %s", self.path.name, target)
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         try:
             fresh = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
