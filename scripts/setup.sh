@@ -5,11 +5,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"
 
+if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+apt_packages=()
 # Open3D loads libusb at import time; Debian does not ship it by default.
-if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
-    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0' || apt_packages+=(libusb-1.0-0 libgomp1)
+# The dashboard test drives Debian's headless Chromium through Selenium (no browser download).
+if [[ ",$extras," == *",dev,"* ]] && ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then
+    apt_packages+=(chromium chromium-driver)
+fi
+if [ ${#apt_packages[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq libusb-1.0-0 libgomp1 >/dev/null
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_packages[@]}" >/dev/null
 fi
 
 python3 -m venv .venv

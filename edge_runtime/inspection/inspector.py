@@ -101,6 +101,10 @@ class LineInspector:
     def set_threshold(self, value: float, source: str = "fixed") -> None:
         self.threshold.override(value, source)
 
+    def clear_threshold(self) -> None:
+        """Drop an operator's threshold: the profile's policy decides again."""
+        self.threshold.clear()
+
     def status(self) -> dict:
         value, source = self.threshold.current()
         return {"window": len(self.window), "capacity": self.window.capacity, "min_window": self.settings.min_window,

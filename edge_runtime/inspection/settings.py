@@ -10,6 +10,8 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from edge_runtime.inspection.threshold import check_threshold_table
+
 MODALITIES = ("2d", "3d")
 
 # The TOML sections of a line profile that map onto settings fields.
@@ -78,8 +80,7 @@ class InspectionSettings:
             raise ValueError(f"groups and group_size must be >= 8, got {self.groups}, {self.group_size}")
         if self.plane_distance <= 0:
             raise ValueError(f"plane_distance must be > 0 metres, got {self.plane_distance}")
-        if "policy" not in self.threshold:
-            raise ValueError("threshold table needs a 'policy' key")
+        check_threshold_table(self.threshold)
 
     @classmethod
     def from_profile(cls, profile: dict) -> "InspectionSettings":

@@ -6,7 +6,8 @@ A reason is a key and a message. Keys in use:
   (new frames are refused with ``storage`` errors until it is back);
 - ``storage.frames``, ``storage.verdicts``, ``storage.gate``: the last write of
   that kind failed (a full disk, an I/O error);
-- ``storage.window.<line>``: the last window snapshot of that line failed.
+- ``storage.window.<line>``: the last window snapshot of that line failed;
+- ``storage.audit``: the last audit entry could not be written.
 
 Each is cleared by the next success of the same kind, so the station recovers
 by itself when space returns. ``Station.health()`` returns ``snapshot()``.

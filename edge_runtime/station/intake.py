@@ -35,9 +35,7 @@ with ``overload``.
 from __future__ import annotations
 
 import logging
-import os
 import queue
-import socket
 import threading
 import time
 from collections import OrderedDict, deque
@@ -46,7 +44,6 @@ from typing import Callable
 
 import numpy as np
 import zmq
-from zmq.utils.monitor import parse_monitor_message
 
 from edge_runtime.station.config import StationConfig
 from edge_runtime.station.health import SpaceFloor
@@ -55,6 +52,7 @@ from edge_runtime.station.store import StorageError, StoredPart, Store
 from edge_runtime.station.verdicts import VerdictSink
 from edge_runtime.stream.decode import decode_payload
 from edge_runtime.stream.protocol import SENSORS, FrameHeader, ProtocolError, parse_frame
+from edge_runtime.stream.security import Guard
 from edge_runtime.stream.sockets import bind
 
 log = logging.getLogger(__name__)
@@ -203,29 +201,27 @@ class Intake(threading.Thread):
 
     lines: line name -> its LineWorker (``.profile``, ``.queue``, ``.inspector``,
     ``.metrics``), or None; served: the names of the lines served now.
+    guard: CURVE for the frame sockets (``edge_runtime.stream.security``), or None.
     """
 
     def __init__(self, ctx: zmq.Context, config: StationConfig, lines: Callable[[str], object],
-                 served: Callable[[], list[str]], store: Store, sink: VerdictSink, metrics: Metrics):
+                 served: Callable[[], list[str]], store: Store, sink: VerdictSink, metrics: Metrics,
+                 guard: Guard | None = None):
         super().__init__(name="intake", daemon=True)
         # ZeroMQ drops a message over MAXMSGSIZE with its connection, silently: the socket takes up to
         # twice max_frame_bytes so that a frame over the limit is seen here, counted and answered.
         self.transport_limit = 2 * config.max_frame_bytes
         options = {"RCVHWM": config.rcvhwm, "MAXMSGSIZE": self.transport_limit, "LINGER": 0}
-        self._shared, self.endpoint = bind(ctx, zmq.PULL, config.frames, **options)
+        self._shared, self.endpoint = bind(ctx, zmq.PULL, config.frames, "frames", guard, **options)
         self._own: dict[str, zmq.Socket] = {}  # line -> its own socket
         self.line_endpoints: dict[str, str] = {}
         try:
             for line, endpoint in config.line_frames.items():
-                self._own[line], self.line_endpoints[line] = bind(ctx, zmq.PULL, endpoint, **options)
-            # ZeroMQ drops a message over the transport limit with its connection: the monitor
-            # at least names the sender whose connection ended
-            self._monitors = {s: s.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
-                              for s in self._sockets()}
+                self._own[line], self.line_endpoints[line] = bind(ctx, zmq.PULL, endpoint, "frames", guard,
+                                                                  **options)
         except BaseException:
             self._close_sockets()
             raise
-        self._peers: dict[int, str] = {}  # file descriptor -> sender address, while connected
         self._lines = lines
         self._served = served
         self._store = store
@@ -269,13 +265,10 @@ class Intake(threading.Thread):
                 self._release_held()
                 readable = [s for s in self._sockets() if not self._paused(s)]
                 poller = zmq.Poller()
-                for sock in [*readable, *self._monitors.values()]:
+                for sock in readable:
                     poller.register(sock, zmq.POLLIN)
                 for sock, _ in poller.poll(self._wait_ms()):
-                    if sock in readable:
-                        self._read(sock)
-                    else:
-                        self._on_monitor(sock)
+                    self._read(sock)
                 for part in self.pairer.expire(time.monotonic()):
                     self._admit(part)
                 self.pending_counts = self.pairer.counts()
@@ -292,24 +285,8 @@ class Intake(threading.Thread):
         return [self._shared, *self._own.values()]
 
     def _close_sockets(self) -> None:
-        for sock, monitor in getattr(self, "_monitors", {}).items():
-            sock.disable_monitor()
-            monitor.close(linger=0)
         for sock in self._sockets():
             sock.close(linger=0)
-
-    def _on_monitor(self, monitor: zmq.Socket) -> None:
-        """A sender connected or its connection ended (its own close, or a message over the
-        transport limit, which ZeroMQ drops with the connection)."""
-        event = parse_monitor_message(monitor.recv_multipart())
-        fd = event["value"]
-        if event["event"] == zmq.EVENT_ACCEPTED:
-            self._peers[fd] = _address(fd)
-            return
-        self._metrics.station.count("disconnects")
-        log.warning("intake: sender %s on %s disconnected; unless it closed its socket, it sent a message over "
-                    "the transport limit of %d bytes (2 x max_frame_bytes), which ZeroMQ drops with the connection",
-                    self._peers.pop(fd, "?"), event["endpoint"].decode(), self.transport_limit)
 
     def _feeds(self, sock: zmq.Socket) -> list[str]:
         """The lines whose senders use ``sock``."""
@@ -616,12 +593,3 @@ def _peer(frame: zmq.Frame) -> str:
     except (zmq.ZMQError, AttributeError):
         return "?"
 
-
-def _address(fd: int) -> str:
-    """host:port of the peer of a connected socket's file descriptor, or "?"."""
-    try:
-        with socket.socket(fileno=os.dup(fd)) as sock:
-            peer = sock.getpeername()
-    except OSError:
-        return "?"
-    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "?")

@@ -1,5 +1,5 @@
 """What survives a restart: received frames, the verdict log, windows, line switches,
-verdicts the reject gate has not taken yet.
+the audit log, verdicts the reject gate has not taken yet.
 
 One SQLite database (WAL) in the state directory, one ``.npz`` file per saved
 window, and one file per received frame's payload in ``frames/`` (its row in
@@ -32,6 +32,10 @@ disk) raise ``StorageError``.
 
 Columns ``line, part, seq, verdict, score, threshold, threshold_source, ts`` of
 table ``verdicts`` are read by ``musc-edge calibrate threshold --db``.
+
+Table ``audit`` holds who asked the station for what and how it ended: every
+control request that changes something, every refused one, every refused
+connection (the last ``AUDIT_KEEP`` rows).
 """
 from __future__ import annotations
 
@@ -79,7 +83,13 @@ CREATE TABLE IF NOT EXISTS gate_backlog (
     id INTEGER PRIMARY KEY AUTOINCREMENT, line TEXT NOT NULL, part TEXT NOT NULL, header BLOB NOT NULL,
     UNIQUE (line, part)
 );
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, who TEXT NOT NULL, role TEXT,
+    address TEXT, what TEXT NOT NULL, result TEXT NOT NULL, detail TEXT
+);
 """
+AUDIT_KEEP = 100_000  # rows; a caller retrying bad requests cannot fill the disk
+_AUDIT_TEXT = 512  # characters kept of a request or a reason
 # Columns added since the first schema: (table, column, declaration), added to older databases at start-up.
 _ADDED_COLUMNS = (
     ("frames", "file", "TEXT"),  # the payload's file in frames/ (NULL: the payload is in the row)
@@ -466,6 +476,25 @@ class Store:
     def line_profiles(self) -> dict[str, str]:
         with self._lock:
             return dict(self._db.execute("SELECT line, profile FROM line_profiles"))
+
+    # --- audit ------------------------------------------------------------
+
+    def audit(self, who: str, role: str | None, address: str | None, what: str, result: str,
+              detail: str = "") -> None:
+        """Append one audit entry (committed on return); texts are cut to a few hundred characters."""
+        with self._lock, _writing(f"writing the audit log ({what[:40]})"):
+            cur = self._db.execute(
+                "INSERT INTO audit (ts, who, role, address, what, result, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (time.time(), who, role, address, what[:_AUDIT_TEXT], result, detail[:_AUDIT_TEXT]))
+            self._db.execute("DELETE FROM audit WHERE id <= ?", (cur.lastrowid - AUDIT_KEEP,))
+
+    def audit_log(self, last: int = 20) -> list[dict]:
+        """The last ``last`` audit entries, oldest first."""
+        with self._lock:
+            cur = self._db.execute("SELECT id, ts, who, role, address, what, result, detail FROM audit"
+                                   " ORDER BY id DESC LIMIT ?", (int(last),))
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row)) for row in cur.fetchall()[::-1]]
 
 
 def _db_problem(path: Path) -> str | None:

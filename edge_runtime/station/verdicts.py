@@ -7,7 +7,9 @@ a bad frame, an unknown line, a missing frame, overload). Either way it is a
 logged first, then published. Logging first means a crash can hide a verdict
 from subscribers (they ask the control socket for it) but never produce two
 verdicts for a part. One lock keeps the log order (``vseq``) and the publish
-order the same.
+order the same. Listeners (the HTTP server's observer) see each published
+verdict after that, outside the lock; a failing listener is logged and never
+costs a verdict.
 
 When the log cannot be written (a full disk), the part is still answered: an
 ``error`` verdict with code ``storage`` is published (the decision it replaces
@@ -22,6 +24,7 @@ import dataclasses
 import logging
 import threading
 from collections import OrderedDict
+from typing import Callable
 
 from edge_runtime.station.health import Health
 from edge_runtime.station.metrics import Metrics
@@ -91,10 +94,14 @@ class VerdictSink:
         self.health = health
         self.unlogged: OrderedDict[tuple[str, str], tuple[Verdict, str, bool]] = OrderedDict()
         self._lock = threading.Lock()
+        # listener(logged verdict, map PNG or None, the part's Preprocessed frames or None)
+        self.listeners: list[Callable[[Verdict, bytes | None, object], None]] = []
 
-    def emit(self, verdict: Verdict, map_png: bytes | None, origin: str, drop_frames: bool) -> bool:
+    def emit(self, verdict: Verdict, map_png: bytes | None, origin: str, drop_frames: bool,
+             preprocessed=None) -> bool:
         """Log and publish one verdict; False (nothing sent) when the part already has one.
-        A verdict that cannot be logged is published as a ``storage`` error."""
+        A verdict that cannot be logged is published as a ``storage`` error.
+        preprocessed: the part as the encoders saw it, for listeners."""
         line_metrics = self.metrics.line(verdict.line)
         with self._lock:
             key = (verdict.line, verdict.part)
@@ -116,6 +123,11 @@ class VerdictSink:
                 return False
             self.publisher.publish(logged, map_png)
         line_metrics.verdict(logged.verdict, logged.latency_ms.get("total"))
+        for listener in self.listeners:
+            try:
+                listener(logged, map_png, preprocessed)
+            except Exception:  # observing must not stop a line
+                log.exception("verdict listener %r failed on part %s", listener, logged.part)
         if logged.verdict == "error":
             log.warning("line %s part %s: error %s: %s", logged.line, logged.part,
                         logged.error["code"], logged.error["message"])
