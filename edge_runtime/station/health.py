@@ -72,13 +72,12 @@ class SpaceFloor:
         no longer degrades the station)."""
         try:
             free = self._free()
-        except OSError as exc:
-            message = f"free space of the state directory unknown: {exc}"
-        else:
-            if free - incoming >= self.floor:
-                self._health.clear("disk_space")
-                return None
-            message = (f"{free} bytes free in the state directory, below the min_free_bytes floor "
-                       f"{self.floor} with this {incoming}-byte frame")
+        except OSError:  # no answer (the folder is gone?): the write itself will say what is wrong
+            return None
+        if free - incoming >= self.floor:
+            self._health.clear("disk_space")
+            return None
+        message = (f"{free} bytes free in the state directory, below the min_free_bytes floor "
+                   f"{self.floor} with this {incoming}-byte frame")
         self._health.set("disk_space", message)
         return message

@@ -343,6 +343,12 @@ class Station:
         self._audit_entry(caller.name if caller else "unknown key", caller.role if caller else None, address,
                           f"connect to the {socket} socket", "refused", reason)
 
+    def _free_bytes(self) -> int | None:
+        try:
+            return self.store.free_bytes()
+        except OSError:  # the state directory cannot be read: /readyz says so
+            return None
+
     def _audit_entry(self, who: str, role: str | None, address: str | None, what: str, result: str,
                      detail: str = "") -> None:
         """One audit entry; a store that cannot write degrades the station rather than fail the caller."""
@@ -408,7 +414,7 @@ class Station:
             "state_dir": str(self.config.state_dir), "malformed": station.get("malformed", 0),
             "counts": station, "published": self.publisher.published, "publish_queue": self.publisher.queued,
             "reject_backlog": self.publisher.reject_backlog, "pending_bytes": self.intake.pending_bytes(),
-            "free_bytes": self.store.free_bytes(), "unlogged": len(self.sink.unlogged),
+            "free_bytes": self._free_bytes(), "unlogged": len(self.sink.unlogged),
             "security": {"curve": self.guard is not None,
                          "keys_dir": None if self.config.keys_dir is None else str(self.config.keys_dir)},
             **health,

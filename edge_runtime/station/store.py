@@ -167,7 +167,8 @@ class Store:
             self._db.close()
 
     def free_bytes(self) -> int:
-        """Free space of the file system holding the state directory, in bytes."""
+        """Free space of the file system holding the state directory, in bytes (OSError
+        when it cannot be read)."""
         return shutil.disk_usage(self.dir).free
 
     # --- opening ------------------------------------------------------------
