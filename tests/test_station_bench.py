@@ -41,3 +41,14 @@ def test_bench_isolation_reports_the_steady_line_beside_a_flooded_one(tmp_path):
     assert doc["busy_scored"] + doc["busy_overload"] == 30  # every flooded part answered
     assert doc["busy_overload"] > 0  # the shared-socket block line refused past its hold
     assert (tmp_path / "isolation.md").is_file() and (tmp_path / "isolation.png").is_file()
+
+
+def test_bench_faults_measures_a_png_bomb_refused_and_decoded(tmp_path):
+    from edge_runtime.bench.faults import main as faults_main
+
+    assert faults_main(["--sides", "600", "1200", "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "faults.json").read_text())
+    assert [r["side"] for r in doc["rows"]] == [600, 1200]
+    assert all(r["checked_outcome"] == "shape" and r["decoded_ms"] > 0 for r in doc["rows"])
+    assert doc["stall"]["bomb_code"] == "shape" and doc["stall"]["next_part_verdict_s"] > 0
+    assert (tmp_path / "faults.md").is_file() and (tmp_path / "faults.png").is_file()

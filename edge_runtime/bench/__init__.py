@@ -12,6 +12,7 @@ SUITES = {
     "encoders": "export.bench",
     "station": "edge_runtime.bench.station",
     "isolation": "edge_runtime.bench.isolation",
+    "faults": "edge_runtime.bench.faults",
 }
 
 

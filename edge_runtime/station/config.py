@@ -13,8 +13,11 @@ station.toml::
     synchronous = "normal"       # SQLite: "normal" survives a process crash, "full" a power loss
     log_level = "INFO"
     rcvhwm = 32                  # frames buffered at the PULL socket before senders block
-    max_frame_bytes = 268435456  # larger messages are refused by ZeroMQ
+    max_frame_bytes = 268435456  # larger frames are refused (error "size"); see ARCHITECTURE.md, Faults
+    max_frame_pixels = 67108864  # larger images (H x W) are refused before decoding (error "shape")
     max_pending = 1024           # parts waiting for their second frame, all lines together
+    max_pending_bytes = 2147483648  # decoded frames waiting or queued, all lines; over it: error "overload"
+    min_free_bytes = 268435456   # below this free space in state_dir new frames get error "storage"
 
     [endpoints]
     frames = "tcp://127.0.0.1:5555"
@@ -225,7 +228,10 @@ class StationConfig:
     log_level: str = "INFO"
     rcvhwm: int = 32
     max_frame_bytes: int = 256 * 1024 * 1024
+    max_frame_pixels: int = 8192 * 8192
     max_pending: int = 1024
+    max_pending_bytes: int = 2 * 1024 ** 3
+    min_free_bytes: int = 256 * 1024 * 1024
     http: HttpSettings = HttpSettings()
     keys_dir: Path | None = None  # [security]: CURVE with the keys in this folder; None: no security
     reject_gate: frozenset[str] | None = None  # [security]: the key names admitted on the reject socket
@@ -236,10 +242,12 @@ class StationConfig:
             raise ValueError("the station needs at least one line")
         for name in self.lines:
             check_line_name(name)
-        for key in ("snapshot_every", "rcvhwm", "max_frame_bytes", "max_pending"):
+        for key in ("snapshot_every", "rcvhwm", "max_frame_bytes", "max_frame_pixels", "max_pending",
+                    "max_pending_bytes", "min_free_bytes"):
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"[station] {key} must be an integer >= 1, got {value!r}")
+            least = 0 if key == "min_free_bytes" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"[station] {key} must be an integer >= {least}, got {value!r}")
         if self.synchronous not in ("normal", "full"):
             raise ValueError(f"[station] synchronous must be 'normal' or 'full', got {self.synchronous!r}")
         endpoints = {key: getattr(self, key) for key in ("frames", "verdicts", "control")}
@@ -308,7 +316,8 @@ def load_station_config(path: str | Path | None = None, state_dir: str | Path | 
     _check_keys(doc, {"station", "endpoints", "lines", "http", "security"}, f"{path}")
     station = dict(doc.get("station", {}))
     _check_keys(station, {"state_dir", "snapshot_every", "synchronous", "log_level", "rcvhwm",
-                          "max_frame_bytes", "max_pending"}, f"{path} [station]")
+                          "max_frame_bytes", "max_frame_pixels", "max_pending", "max_pending_bytes",
+                          "min_free_bytes"}, f"{path} [station]")
     endpoints = {**DEFAULT_ENDPOINTS, **doc.get("endpoints", {})}
     line_frames = endpoints.pop("lines", {})
     _check_keys(endpoints, set(DEFAULT_ENDPOINTS), f"{path} [endpoints]")

@@ -110,6 +110,8 @@ def status_table(reply: dict) -> str:
     rows.append(f"station up {st['uptime_s']:.0f} s, malformed messages {st['malformed']}, "
                 f"published {st['published']}, reject backlog {st['reject_backlog']}, "
                 f"CURVE {'on' if st['security']['curve'] else 'off (no [security])'}")
+    rows += [f"DEGRADED ({key}): {message}" for key, message in st.get("reasons", {}).items()]
+    rows += [f"moved to quarantine: {notice}" for notice in st.get("notices", [])]
     return "\n".join(rows)
 
 

@@ -74,8 +74,8 @@ def readiness(station) -> list[str]:
     if unwritable:
         reasons.append(unwritable)
     status = station.status()
-    if status["station"].get("degraded"):
-        reasons.append(f"station degraded: {status['station']['degraded']}")
+    reasons += [f"station degraded ({key}): {message}"
+                for key, message in status["station"].get("reasons", {}).items()]
     reasons += [f"line {n}: degraded: {s['degraded']}" for n, s in status["lines"].items() if s.get("degraded")]
     return reasons
 

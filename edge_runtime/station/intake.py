@@ -2,16 +2,23 @@
 
 One ``Intake`` thread owns the frame socket(s). A message goes through:
 
-1. parse and decode (``stream.protocol`` / ``stream.decode``); a bad message is
-   answered with an ``error`` verdict when it names a line and a part, else
-   logged and counted;
+1. parse (``stream.protocol``); a bad message is answered with an ``error``
+   verdict when it names a line and a part, else logged and counted (with the
+   sender's address), as is a frame over ``max_frame_bytes`` (code ``size``);
 2. the line: a frame for a line this station does not serve is refused;
 3. duplicates and late frames: a second frame of a sensor, or a frame for a part
    already answered, is counted and dropped;
-4. the store: the frame is committed before pairing, so a crash cannot lose it;
-5. pairing by (line, part): a part leaves complete, at its deadline with what
+4. bounds, before any pixel is decoded, on a frame the line uses: free space in
+   the state directory under ``min_free_bytes`` refuses it (code ``storage``);
+   its decoded size on top of the frames waiting and queued over
+   ``max_pending_bytes`` refuses it (code ``overload``); then decoding (``stream.decode``; ``parse_frame`` already
+   bounded the pixels by ``max_frame_pixels``); a valid frame of a sensor the
+   line does not use is counted and ignored here;
+5. the store: the frame is committed before pairing, so a crash cannot lose it;
+   a store that cannot write answers the part with ``storage``;
+6. pairing by (line, part): a part leaves complete, at its deadline with what
    it has, or when too many parts wait;
-6. admission: a part without all its frames is scored on what it has (when
+7. admission: a part without all its frames is scored on what it has (when
    the profile allows partial parts) or answered ``inconclusive``; a complete
    one goes to its line's queue under the line's queue policy.
 
@@ -39,8 +46,9 @@ import numpy as np
 import zmq
 
 from edge_runtime.station.config import StationConfig
+from edge_runtime.station.health import SpaceFloor
 from edge_runtime.station.metrics import Metrics
-from edge_runtime.station.store import StoredPart, Store
+from edge_runtime.station.store import StorageError, StoredPart, Store
 from edge_runtime.station.verdicts import VerdictSink
 from edge_runtime.stream.decode import decode_payload
 from edge_runtime.stream.protocol import SENSORS, FrameHeader, ProtocolError, parse_frame
@@ -68,6 +76,10 @@ class Frame:
     rx: int
     t_rx: float
     decode_ms: float = 0.0
+
+    @property
+    def nbytes(self) -> int:
+        return self.array.nbytes
 
 
 @dataclass
@@ -101,16 +113,22 @@ class PendingPart:
     def missing(self) -> list[str]:
         return sorted(self.required - self.frames.keys())
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of its decoded frames."""
+        return sum(f.nbytes for f in self.frames.values())
+
 
 class Pairer:
     """Pending parts by (line, part); at most ``max_pending`` at a time. Time is passed
-    in, so this is plain logic."""
+    in, so this is plain logic. ``nbytes``: bytes of the decoded frames pending."""
 
     def __init__(self, max_pending: int = 1024):
         if max_pending < 1:
             raise ValueError(f"max_pending must be >= 1, got {max_pending}")
         self.max_pending = max_pending
         self._pending: dict[tuple[str, str], PendingPart] = {}
+        self.nbytes = 0
 
     def __contains__(self, key: tuple[str, str]) -> bool:
         return key in self._pending
@@ -123,7 +141,10 @@ class Pairer:
 
     def discard(self, key: tuple[str, str]) -> PendingPart | None:
         """Remove a pending part without a reason (it was answered otherwise)."""
-        return self._pending.pop(key, None)
+        part = self._pending.pop(key, None)
+        if part is not None:
+            self.nbytes -= part.nbytes
+        return part
 
     def counts(self) -> dict[str, int]:
         """Pending parts per line."""
@@ -145,6 +166,7 @@ class Pairer:
         elif h.sensor in part.frames:
             raise ValueError(f"part {h.part} of line {h.line} already has a {h.sensor} frame")
         part.frames[h.sensor] = frame
+        self.nbytes += frame.nbytes
         left = []
         if part.complete:
             left.append(self._leave(key, "complete", now))
@@ -166,6 +188,7 @@ class Pairer:
 
     def _leave(self, key: tuple[str, str], reason: str, now: float) -> PendingPart:
         part = self._pending.pop(key)
+        self.nbytes -= part.nbytes
         part.reason = reason
         part.t_left = now
         return part
@@ -185,7 +208,10 @@ class Intake(threading.Thread):
                  served: Callable[[], list[str]], store: Store, sink: VerdictSink, metrics: Metrics,
                  guard: Guard | None = None):
         super().__init__(name="intake", daemon=True)
-        options = {"RCVHWM": config.rcvhwm, "MAXMSGSIZE": config.max_frame_bytes, "LINGER": 0}
+        # ZeroMQ drops a message over MAXMSGSIZE with its connection, silently: the socket takes up to
+        # twice max_frame_bytes so that a frame over the limit is seen here, counted and answered.
+        self.transport_limit = 2 * config.max_frame_bytes
+        options = {"RCVHWM": config.rcvhwm, "MAXMSGSIZE": self.transport_limit, "LINGER": 0}
         self._shared, self.endpoint = bind(ctx, zmq.PULL, config.frames, "frames", guard, **options)
         self._own: dict[str, zmq.Socket] = {}  # line -> its own socket
         self.line_endpoints: dict[str, str] = {}
@@ -201,6 +227,11 @@ class Intake(threading.Thread):
         self._store = store
         self._sink = sink
         self._metrics = metrics
+        self._health = sink.health
+        self.floor = SpaceFloor(store.free_bytes, config.min_free_bytes, self._health)
+        self._max_frame_bytes = config.max_frame_bytes
+        self._max_pixels = config.max_frame_pixels
+        self.max_pending_bytes = config.max_pending_bytes
         self.pairer = Pairer(config.max_pending)
         self._held: dict[str, deque[PendingPart]] = {}  # block lines' parts waiting for queue room
         self._done: OrderedDict[tuple[str, str], str] = OrderedDict()
@@ -214,6 +245,17 @@ class Intake(threading.Thread):
     def held(self, line: str) -> int:
         """Parts of ``line`` held here because its queue is full."""
         return len(self._held.get(line, ()))
+
+    def pending_bytes(self) -> int:
+        """Bytes of decoded frames waiting for their part's other frame, held here, or
+        queued for scoring (what ``max_pending_bytes`` bounds)."""
+        total = self.pairer.nbytes + sum(p.nbytes for held in list(self._held.values()) for p in list(held))
+        for line in self._served():
+            worker = self._lines(line)
+            if worker is not None:
+                with worker.queue.mutex:
+                    total += sum(p.nbytes for p in worker.queue.queue)
+        return total
 
     # --- the loop ---------------------------------------------------------
 
@@ -273,25 +315,33 @@ class Intake(threading.Thread):
             if until is None and self._paused(sock):
                 return
             try:
-                message = sock.recv_multipart(flags=zmq.NOBLOCK)
+                frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
             n += 1
             try:
-                self._on_message(message)
+                self._on_message([f.bytes for f in frames], _peer(frames[0]))
             except Exception:  # never let one message stop the station
                 self._metrics.station.count("internal_errors")
                 log.exception("intake: unexpected failure on a message")
 
     # --- one message --------------------------------------------------------
 
-    def _on_message(self, message: list[bytes]) -> None:
+    def _on_message(self, message: list[bytes], peer: str = "?") -> None:
         t0 = time.perf_counter()
         now = time.monotonic()
+        size = sum(len(m) for m in message)
         try:
-            header, payload = parse_frame(message)
+            header, payload = parse_frame(message, self._max_pixels)
+            if size > self._max_frame_bytes:
+                raise ProtocolError("size", f"message of {size} bytes from {peer} is over max_frame_bytes "
+                                    f"{self._max_frame_bytes}", header.line, header.part, header.seq)
         except ProtocolError as exc:
-            self._refuse(exc)
+            if size > self._max_frame_bytes:
+                self._metrics.station.count("oversize")
+                log.warning("intake: message of %d bytes from %s over max_frame_bytes %d", size, peer,
+                            self._max_frame_bytes)
+            self._refuse(exc, peer)
             return
         worker = self._lines(header.line)
         if worker is None:
@@ -302,14 +352,43 @@ class Intake(threading.Thread):
         if self._answered_or_duplicate((header.line, header.part), header.sensor, worker.metrics):
             return
         try:
+            self._take(header, payload, message[0], size, peer, worker, t0, now)
+        except Exception as exc:  # a bug: the part still gets its one verdict, the trace goes to the log
+            self._metrics.station.count("internal_errors")
+            log.exception("intake: line %s part %s: unexpected failure", header.line, header.part)
+            self._drop_part(header.line, header.part, header.seq, "internal", f"{type(exc).__name__}: {exc}")
+
+    def _take(self, header: FrameHeader, payload: bytes, raw_header: bytes, size: int, peer: str, worker,
+              t0: float, now: float) -> None:
+        """Bounds, decoding, the store, pairing of a frame with a valid header."""
+        used = header.sensor in worker.profile.sensors
+        full = self.floor.refusal(size) if used else None
+        if full is not None:
+            self._drop_part(header.line, header.part, header.seq, "storage", f"frame not stored: {full}")
+            return
+        decoded = header.shape[0] * header.shape[1] * 3 * np.dtype(header.dtype).itemsize
+        waiting = self.pending_bytes()
+        if used and waiting + decoded > self.max_pending_bytes:
+            worker.metrics.count("dropped_overload")
+            self._drop_part(header.line, header.part, header.seq, "overload",
+                            f"{header.sensor} frame of {decoded} bytes decoded refused: {waiting} bytes of frames "
+                            f"wait already, max_pending_bytes is {self.max_pending_bytes}")
+            return
+        try:
             array = decode_payload(header, payload)
         except ProtocolError as exc:
-            self._refuse(exc)
+            self._refuse(exc, peer)
             return
-        if header.sensor not in worker.profile.sensors:  # valid, but this line does not use that sensor
+        if not used:  # valid, but this line does not use that sensor
             worker.metrics.count("unused_frames")
             return
-        rx = self._store.add_frame(header.line, header.part, header.sensor, message[0], payload)
+        try:
+            rx = self._store.add_frame(header.line, header.part, header.sensor, raw_header, payload)
+        except StorageError as exc:
+            self._health.set("storage.frames", str(exc))
+            self._drop_part(header.line, header.part, header.seq, "storage", str(exc))
+            return
+        self._health.clear("storage.frames")
         self._pair(Frame(header, array, rx, now, (time.perf_counter() - t0) * 1e3), worker, now)
 
     def _pair(self, frame: Frame, worker, now: float) -> None:
@@ -345,21 +424,25 @@ class Intake(threading.Thread):
         while len(self._done) > _DONE_MEMORY:
             self._done.popitem(last=False)
 
-    def _refuse(self, exc: ProtocolError) -> None:
+    def _refuse(self, exc: ProtocolError, peer: str = "?") -> None:
         """A bad message: an error verdict for its part, or a log line and a count."""
         if not exc.identified:
             self._metrics.station.count("malformed")
             self._metrics.station.count(f"malformed_{exc.code}")
-            log.warning("intake: message dropped (%s): %s", exc.code, exc)
+            log.warning("intake: message from %s dropped (%s): %s", peer, exc.code, exc)
             return
-        key = (exc.line, exc.part)
+        self._drop_part(exc.line, exc.part, exc.seq, exc.code, str(exc))
+
+    def _drop_part(self, line: str, part: str, seq: int | None, code: str, message: str) -> None:
+        """Answer a part with an error now; a frame of it already waiting goes with it."""
+        key = (line, part)
         pending = self.pairer.discard(key)
         self._remember(key, "error")
-        self._metrics.line(exc.line).count(f"refused_{exc.code}")
+        self._metrics.line(line).count(f"refused_{code}")
         fields = {}
         if pending is not None:
             fields["latency_ms"] = {"total": (time.monotonic() - pending.t_first) * 1e3}
-        self._answer(exc.line, exc.part, exc.seq, exc.code, str(exc), **fields)
+        self._answer(line, part, seq, code, message, **fields)
 
     def _answer(self, line: str, part: str, seq: int | None, code: str, message: str, **fields) -> None:
         """A verdict for a part that does not reach its window (with the line's digests)."""
@@ -479,7 +562,7 @@ class Intake(threading.Thread):
             frames = []
             try:
                 for rx, header_bytes, payload in part.frames:
-                    header, payload = parse_frame([header_bytes, payload])
+                    header, payload = parse_frame([header_bytes, payload], self._max_pixels)
                     frames.append(Frame(header, decode_payload(header, payload), rx, now))
             except ProtocolError as exc:
                 self._answer(part.line, part.part, exc.seq, exc.code, f"stored frame unreadable: {exc}")
@@ -501,3 +584,12 @@ class Intake(threading.Thread):
         for line in self._served():
             self._lines(line).queue.join()
         return scored, waiting
+
+
+def _peer(frame: zmq.Frame) -> str:
+    """The sender's address of a received message, where the transport knows it."""
+    try:
+        return frame.get("Peer-Address")
+    except (zmq.ZMQError, AttributeError):
+        return "?"
+

@@ -17,8 +17,13 @@ HTTP server (``/readyz`` answers 503 until the lines are up), loads the lines
 parts a crash left in the store through the intake, then starts reading
 frames. ``stop`` drains in order: intake (parts still waiting for a frame are
 decided on what they have), workers (queues, pending decisions, window
-snapshots), publisher, control, http. ``phase`` says where it is: stopped,
-starting, serving, stopping.
+snapshots), publisher, control, http; what could not be saved on the way
+makes it raise ``StorageError`` after everything is closed (a non-zero exit of
+``musc-edge serve``). ``phase`` says where it is: stopped, starting, serving,
+stopping.
+
+Faults degrade the station without stopping it: ``health()`` says whether it is
+degraded and why (``edge_runtime.station.health``); ``status`` carries the same.
 
 Control requests arrive with their ``Caller`` (from the control socket, or a
 dashboard operator); ``access`` says which roles may run which command, and the
@@ -38,11 +43,12 @@ import zmq
 from edge_runtime.inspection.threshold import check_threshold
 from edge_runtime.station.access import COMMAND_ROLES, READ_ONLY, SOCKET_ROLES, may
 from edge_runtime.station.config import LineProfile, StationConfig
+from edge_runtime.station.health import Health
 from edge_runtime.station.http import HttpServer
 from edge_runtime.station.intake import Intake
 from edge_runtime.station.metrics import Metrics
 from edge_runtime.station.observe import Observer
-from edge_runtime.station.store import Store
+from edge_runtime.station.store import StorageError, Store
 from edge_runtime.station.verdicts import VerdictSink
 from edge_runtime.station.worker import LineWorker
 from edge_runtime.stream.control import Control, Refused
@@ -74,6 +80,7 @@ class Station:
         self.config = config
         self._factory = inspector_factory
         self.metrics = Metrics()
+        self.health_state = Health()
         self.observer = Observer(served=lambda line: line in self.workers)
         self.observer.watch(lambda: self.status() if self.phase == "serving" else None)
         self.http: HttpServer | None = None
@@ -88,6 +95,7 @@ class Station:
     def start(self) -> None:
         cfg = self.config
         self.store = Store(cfg.state_dir, cfg.synchronous)
+        self.health_state.notices = self.store.quarantined  # the store appends what it moves aside
         self.ctx = zmq.Context()
         self.guard = None
         try:
@@ -102,8 +110,8 @@ class Station:
                         check_private(cfg.profiles_dir, "profiles folder")
                     except PermissionError as exc:
                         log.warning("%s: whoever writes there chooses what a switch loads", exc)
-            self.publisher = Publisher(self.ctx, cfg.verdicts, cfg.reject, guard=self.guard)
-            self.sink = VerdictSink(self.store, self.publisher, self.metrics)
+            self.publisher = Publisher(self.ctx, cfg.verdicts, cfg.reject, guard=self.guard, on_leave=self._gate_took)
+            self.sink = VerdictSink(self.store, self.publisher, self.metrics, self.health_state)
             self.intake = Intake(self.ctx, cfg, self.workers.get, lambda: list(self.workers), self.store,
                                  self.sink, self.metrics, guard=self.guard)
             self.control = Control(self.ctx, cfg.control, self.handle, guard=self.guard, on_answer=self._audit)
@@ -125,8 +133,13 @@ class Station:
             self._close()
             raise
         self.started_at = time.time()
-        self.store.audit(str(LOCAL), None, None, "start",
-                         "ok", "CURVE on, keys " + str(cfg.keys_dir) if self.guard else "no [security]")
+        self._audit_entry(str(LOCAL), None, None, "start",
+                          "ok", "CURVE on, keys " + str(cfg.keys_dir) if self.guard else "no [security]")
+        if self.publisher.reject_endpoint is not None:
+            backlog = self.store.gate_backlog()
+            if backlog:
+                log.info("reject gate: %d verdicts from before the restart wait for it", len(backlog))
+            self.publisher.restore(backlog)
         self.publisher.start()
         for worker in self.workers.values():
             worker.start()
@@ -183,7 +196,8 @@ class Station:
             self.stop()
 
     def stop(self) -> None:
-        """Graceful shutdown: drain, decide, persist, close."""
+        """Graceful shutdown: drain, decide, persist, close. Raises StorageError (after
+        closing everything) when a window or a verdict could not be saved."""
         if not self._started:
             return
         self._started = False
@@ -199,6 +213,12 @@ class Station:
         self.publisher.join()
         self.control.stop()
         self.control.join()
+        failures = [f"line {w.line}: window not saved: {w.save_error}" for w in self.workers.values() if w.save_error]
+        unlogged = self.sink.log_unlogged()
+        if unlogged:
+            failures.append(f"{unlogged} published verdicts are not in the verdict log (after a restart "
+                            "their parts may be answered again)")
+        backlog = len(self.store.gate_backlog()) if self.publisher.reject_endpoint else 0
         if self.http is not None:
             self.http.stop()
         self.phase = "stopped"
@@ -206,7 +226,30 @@ class Station:
             self.guard.stop()
         self.store.close()
         self.ctx.term()
+        if backlog:
+            log.warning("%d verdicts wait for the reject gate in %s; sent when it connects after a restart",
+                        backlog, self.store.path)
+        if failures:
+            raise StorageError("station stopped, but not everything was saved: " + "; ".join(failures))
         log.info("station stopped; windows saved in %s", self.config.state_dir)
+
+    def _gate_took(self, verdict) -> None:
+        """A verdict left the reject gate's backlog (publisher thread): forget it in the store."""
+        try:
+            self.store.gate_taken(verdict.line, verdict.part)
+        except StorageError as exc:  # it will be sent to the gate again after a restart
+            self.health_state.set("storage.gate", str(exc))
+        else:
+            self.health_state.clear("storage.gate")
+
+    def health(self) -> dict:
+        """{"degraded": bool, "reasons": {key: message}, "since": {key: epoch s}, "notices": [...]}
+        (see ``edge_runtime.station.health``); looks at the free space and retries the
+        verdicts waiting to be logged first, so a station that recovered says so."""
+        if self._started:
+            self.intake.floor.refusal()
+            self.sink.log_unlogged()
+        return self.health_state.snapshot()
 
     def _close(self) -> None:
         """Undo a start that failed half-way."""
@@ -233,8 +276,8 @@ class Station:
         if state is not None:
             try:
                 inspector.load_state(state)
-            except (ValueError, KeyError) as exc:
-                log.warning("line %s: saved window not usable (%s); starting cold", line, exc)
+            except (ValueError, KeyError, TypeError) as exc:
+                self.store.quarantine_window(line, profile.window_key, f"not usable ({exc})")
                 inspector.reset()
         log.info("line %s: profile %s loaded in %.1f s, window %d/%d", line, profile.source,
                  time.perf_counter() - t, inspector.status()["window"], inspector.status()["capacity"])
@@ -293,12 +336,28 @@ class Station:
             return
         what = json.dumps(request, default=str) if request is not None else f"unreadable request, {len(raw)} bytes"
         result = "ok" if reply["ok"] else reply.get("code", "failed")
-        self.store.audit("local" if caller.local else caller.name, None if caller.local else caller.role,
-                         caller.address, what, result, "" if reply["ok"] else str(reply.get("error", "")))
+        self._audit_entry("local" if caller.local else caller.name, None if caller.local else caller.role,
+                          caller.address, what, result, "" if reply["ok"] else str(reply.get("error", "")))
 
     def _refused_connection(self, socket: str, address: str, caller: Caller | None, reason: str) -> None:
-        self.store.audit(caller.name if caller else "unknown key", caller.role if caller else None, address,
-                         f"connect to the {socket} socket", "refused", reason)
+        self._audit_entry(caller.name if caller else "unknown key", caller.role if caller else None, address,
+                          f"connect to the {socket} socket", "refused", reason)
+
+    def _free_bytes(self) -> int | None:
+        try:
+            return self.store.free_bytes()
+        except OSError:  # the state directory cannot be read: /readyz says so
+            return None
+
+    def _audit_entry(self, who: str, role: str | None, address: str | None, what: str, result: str,
+                     detail: str = "") -> None:
+        """One audit entry; a store that cannot write degrades the station rather than fail the caller."""
+        try:
+            self.store.audit(who, role, address, what, result, detail)
+        except StorageError as exc:
+            self.health_state.set("storage.audit", str(exc))
+        else:
+            self.health_state.clear("storage.audit")
 
     def _worker(self, line: str) -> LineWorker:
         worker = self.workers.get(line)
@@ -349,13 +408,16 @@ class Station:
                 "counts": m["counts"],
             }
         station = self.metrics.station.snapshot()["counts"]
+        health = self.health()  # first: it may log what waited, which the counts below then show
         return {"lines": lines, "station": {
             "uptime_s": time.time() - self.started_at, "endpoints": self.endpoints,
             "state_dir": str(self.config.state_dir), "malformed": station.get("malformed", 0),
             "counts": station, "published": self.publisher.published, "publish_queue": self.publisher.queued,
-            "reject_backlog": self.publisher.reject_backlog,
+            "reject_backlog": self.publisher.reject_backlog, "pending_bytes": self.intake.pending_bytes(),
+            "free_bytes": self._free_bytes(), "unlogged": len(self.sink.unlogged),
             "security": {"curve": self.guard is not None,
                          "keys_dir": None if self.config.keys_dir is None else str(self.config.keys_dir)},
+            **health,
         }}
 
 

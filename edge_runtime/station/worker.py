@@ -17,8 +17,8 @@ from edge_runtime.inspection.features import InspectionError
 from edge_runtime.station.config import LineProfile
 from edge_runtime.station.metrics import LineMetrics
 from edge_runtime.station.intake import PendingPart
-from edge_runtime.station.store import Store
-from edge_runtime.station.verdicts import VerdictSink, from_decision
+from edge_runtime.station.store import StorageError, Store
+from edge_runtime.station.verdicts import VerdictSink, from_decision, refusal
 from edge_runtime.stream.protocol import SENSORS
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class LineWorker(threading.Thread):
         self._stream_ms: dict[str, tuple[float, dict]] = {}  # part -> (first frame time, stream stages)
         self.status: dict = dict(inspector.status())
         self.busy_since: float | None = None
+        self.save_error: str | None = None  # why the window could not be saved at the end, if so
 
     # --- called from other threads ----------------------------------------
 
@@ -90,7 +91,11 @@ class LineWorker(threading.Thread):
             self.queue.task_done()  # the station waits on queue.join() for replayed parts
         self._run_commands()
         self.flush()
-        self.snapshot()
+        try:
+            self.snapshot()
+        except Exception as exc:  # the station reports it (a failed save is a failed shutdown)
+            self.save_error = f"{type(exc).__name__}: {exc}"
+            log.error("line %s: the window was not saved at shutdown: %s", self.line, self.save_error)
 
     def _run_commands(self) -> None:
         while True:
@@ -131,7 +136,9 @@ class LineWorker(threading.Thread):
         if len(self._in_window) >= self.snapshot_every:
             try:
                 self.snapshot()
-            except Exception:  # e.g. a full disk: keep scoring; the stored frames still cover these parts
+            except StorageError as exc:  # a full disk: keep scoring; the stored frames still cover these parts
+                log.warning("line %s: saving the window failed: %s", self.line, exc)
+            except Exception:
                 log.exception("line %s: saving the window failed", self.line)
 
     def flush(self) -> None:
@@ -142,8 +149,15 @@ class LineWorker(threading.Thread):
             self._emit(decision)
 
     def snapshot(self) -> str:
-        """Persist the window; the frames of the parts it holds are then forgotten."""
-        path = self.store.save_window(self.line, self.profile.window_key, self.inspector.state(), self._in_window)
+        """Persist the window; the frames of the parts it holds are then forgotten.
+        A failure degrades the station until a later snapshot succeeds."""
+        reason = f"storage.window.{self.line}"
+        try:
+            path = self.store.save_window(self.line, self.profile.window_key, self.inspector.state(), self._in_window)
+        except StorageError as exc:
+            self.sink.health.set(reason, str(exc))
+            raise
+        self.sink.health.clear(reason)
         self._in_window = []
         self.metrics.count("snapshots")
         return str(path)
@@ -182,9 +196,15 @@ class LineWorker(threading.Thread):
         t_first, stages = self._stream_ms.pop(decision.part, (None, {}))
         if t_first is not None:
             stages["total"] = (time.monotonic() - t_first) * 1e3
-        verdict, png = from_decision(self.line, decision, self.inspector.model_digest,
-                                     self.inspector.profile_digest, stages,
-                                     with_map=self.profile.settings.map_output)
+        try:
+            verdict, png = from_decision(self.line, decision, self.inspector.model_digest,
+                                         self.inspector.profile_digest, stages,
+                                         with_map=self.profile.settings.map_output)
+        except ValueError as exc:  # a decision no verdict can carry (a bug): the part is still answered
+            log.exception("line %s part %s: verdict not built", self.line, decision.part)
+            verdict, png = refusal(self.line, decision.part, decision.seq, "internal", f"verdict not built: {exc}",
+                                   model=self.inspector.model_digest, profile=self.inspector.profile_digest,
+                                   latency_ms=stages), None
         self.sink.emit(verdict, png, origin="inspector", drop_frames=False, preprocessed=decision.preprocessed)
 
     def _emit_error(self, part: PendingPart, code: str, message: str) -> None:

@@ -2,8 +2,14 @@
 
 ``decode_payload`` returns what the inspection expects, or raises
 ``ProtocolError`` naming what is wrong with the payload against its header.
+Decoding is bounded before it starts: a PNG's or JPEG's size, channels and
+bit depth are read from its header bytes (``image_header``) and must match the
+frame header (whose pixel count ``parse_frame`` bounds); a 3 MB PNG that
+inflates to 30000 x 30000 is refused without allocating its pixels.
 """
 from __future__ import annotations
+
+import struct
 
 import cv2
 import numpy as np
@@ -13,6 +19,48 @@ from edge_runtime.stream.protocol import FrameHeader, ProtocolError
 # What each sensor may send: the dtype its array must have and its channel counts.
 _SENSOR_DTYPE = {"rgb": "uint8", "xyz": "float32"}
 _SENSOR_CHANNELS = {"rgb": (1, 3), "xyz": (3,)}
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# PNG colour type -> channels OpenCV decodes it to (IMREAD_UNCHANGED; a palette becomes BGR)
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 4, 6: 4}
+# JPEG start-of-frame markers (SOF0..SOF15 but DHT, JPG and DAC, which share the range)
+_JPEG_SOF = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def image_header(encoding: str, payload: bytes) -> tuple[int, int, int, int]:
+    """(height, width, channels, bits per sample) of a PNG or JPEG payload, read from
+    its header bytes only. Raises ValueError when the header is missing or malformed."""
+    if encoding == "png":
+        if payload[:8] != _PNG_SIGNATURE or payload[12:16] != b"IHDR" or len(payload) < 29:
+            raise ValueError("no PNG signature and IHDR chunk at its start")
+        width, height, depth, colour = struct.unpack(">IIBB", payload[16:26])
+        if colour not in _PNG_CHANNELS:
+            raise ValueError(f"PNG colour type {colour} is not defined")
+        return height, width, _PNG_CHANNELS[colour], depth
+    if payload[:2] != b"\xff\xd8":
+        raise ValueError("no JPEG start-of-image marker at its start")
+    at = 2
+    while at + 4 <= len(payload):
+        if payload[at] != 0xFF:
+            raise ValueError(f"JPEG marker expected at byte {at}")
+        marker = payload[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            at += 2
+            continue
+        (length,) = struct.unpack(">H", payload[at + 2:at + 4])
+        if marker in _JPEG_SOF:
+            if at + 10 > len(payload):
+                break
+            depth, height, width, components = struct.unpack(">BHHB", payload[at + 4:at + 10])
+            return height, width, components, depth
+        if marker == 0xDA:  # scan data before any frame header
+            break
+        at += 2 + length
+    raise ValueError("no JPEG frame header (SOF) before the image data")
 
 
 def decode_payload(header: FrameHeader, payload: bytes) -> np.ndarray:
@@ -46,6 +94,15 @@ def decode_payload(header: FrameHeader, payload: bytes) -> np.ndarray:
     else:
         if header.sensor != "rgb":
             raise fail("encoding", f"{header.encoding} is for camera frames; clouds are sent raw")
+        try:
+            height, width, channels, depth = image_header(header.encoding, payload)
+        except ValueError as exc:
+            raise fail("decode", f"payload ({len(payload)} bytes) is not a readable {header.encoding} image: {exc}")
+        if (height, width, channels) != header.shape:
+            raise fail("shape", f"{header.encoding} header says {[height, width, channels]}, "
+                       f"frame header says {list(header.shape)} (not decoded)")
+        if depth != 8:
+            raise fail("dtype", f"{header.encoding} has {depth}-bit samples, header says uint8 (not decoded)")
         array = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
         if array is None:
             raise fail("decode", f"payload ({len(payload)} bytes) is not a readable {header.encoding} image")

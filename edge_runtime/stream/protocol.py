@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 import time
+import unicodedata
 from dataclasses import dataclass, field, fields
 
 import msgpack
@@ -34,8 +35,11 @@ COMMANDS = {
 }
 MAX_REQUEST_BYTES = 64 * 1024  # a control request is a few fields; bigger ones are cut off by ZeroMQ
 
-# Names travel in ZeroMQ topics and file names: keep them plain.
+# Line names travel in ZeroMQ topics and file names: keep them plain.
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+# Part ids are the sender's: any text, but bounded and printable (they go into logs).
+MAX_PART_CHARS = 128
+_SHOWN_PART_CHARS = 1024  # a longer invalid id is echoed cut to this, with "..."
 # A threshold's source travels in every verdict: a short label.
 LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,31}$")
 _MAX_SIDE = 16384
@@ -88,9 +92,12 @@ class FrameHeader:
         return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
 
 
-def _unpack(raw: bytes, what: str) -> object:
+def _unpack(raw: bytes, what: str, lenient: bool = False) -> object:
+    """msgpack -> object; ``lenient`` keeps strings that are not UTF-8 (surrogate-escaped),
+    so a frame header with such a part id still names its line and gets a verdict."""
     try:
-        return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        return msgpack.unpackb(raw, raw=False, strict_map_key=False,
+                               unicode_errors="surrogateescape" if lenient else "strict")
     except Exception as exc:  # msgpack raises several unrelated types
         raise ProtocolError("not_msgpack", f"{what} is not msgpack ({type(exc).__name__}: {exc})") from None
 
@@ -100,24 +107,68 @@ def _name(obj: dict, key: str) -> str | None:
     return value if isinstance(value, str) and NAME.match(value) else None
 
 
-def parse_frame(message: list[bytes]) -> tuple[FrameHeader, bytes]:
+def part_id_problem(part: str) -> str | None:
+    """Why ``part`` (a decoded str) is not a valid part id, or None: 1 to 128
+    characters of valid UTF-8, no control characters."""
+    if not part:
+        return "part id is empty"
+    try:
+        part.encode("utf-8")
+    except UnicodeEncodeError:
+        return "part id is not valid UTF-8"
+    if len(part) > MAX_PART_CHARS:
+        return f"part id has {len(part)} characters, more than {MAX_PART_CHARS}"
+    if any(unicodedata.category(ch) == "Cc" for ch in part):
+        return "part id holds control characters"
+    return None
+
+
+def _part(obj: dict) -> tuple[str | None, str | None]:
+    """(part id as a verdict can carry it, what is wrong with it or None). Bytes that are
+    not UTF-8 are shown backslash-escaped, so the error verdict still names them (an id over
+    1024 characters is cut there, with "...")."""
+    value = obj.get("part")
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "surrogateescape")
+    if not isinstance(value, str):
+        return None, None
+    problem = part_id_problem(value)
+    shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if len(shown) > _SHOWN_PART_CHARS:
+        shown = shown[:_SHOWN_PART_CHARS] + "..."
+    return (shown or None), problem
+
+
+def _shown(value: object) -> str:
+    """A header value for an error message: short, and printable even when not UTF-8."""
+    if isinstance(value, str):
+        value = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def parse_frame(message: list[bytes], max_pixels: int | None = None) -> tuple[FrameHeader, bytes]:
     """Validate a received sensor frame ``[header, payload]``.
 
+    max_pixels: a frame whose shape has more pixels (h x w) is refused ("shape").
     Returns the header and the untouched payload bytes; raises ProtocolError.
     Payload contents (image decoding, sizes of raw arrays) are checked by
     ``edge_runtime.stream.decode``.
     """
     if len(message) != 2:
         raise ProtocolError("bad_message", f"a sensor frame has 2 parts [header, payload], got {len(message)}")
-    obj = _unpack(message[0], "frame header")
+    obj = _unpack(message[0], "frame header", lenient=True)
     if not isinstance(obj, dict):
         raise ProtocolError("bad_header", f"frame header must be a map, got {type(obj).__name__}")
-    line, part = _name(obj, "line"), _name(obj, "part")
+    line = _name(obj, "line")
+    part, problem = _part(obj)
     seq = obj.get("seq") if isinstance(obj.get("seq"), int) and not isinstance(obj.get("seq"), bool) else None
     if line is None or part is None:
-        raise ProtocolError("bad_header", "frame header needs 'line' and 'part' strings "
-                            f"(letters, digits, _.:-, at most 128), got line={obj.get('line')!r} "
-                            f"part={obj.get('part')!r}", line, part, seq)
+        raise ProtocolError("bad_header", "frame header needs a 'line' name (letters, digits, _.:-, at most 128) "
+                            f"and a 'part' string, got line={_shown(obj.get('line'))} "
+                            f"part={_shown(obj.get('part'))}", line, part, seq)
+    if problem is not None:
+        raise ProtocolError("bad_part", f"frame of line {line}: {problem}: {part[:160]!r}", line, part, seq)
 
     def fail(code: str, message: str) -> ProtocolError:
         return ProtocolError(code, f"frame of part {part} (line {line}): {message}", line, part, seq)
@@ -151,6 +202,9 @@ def parse_frame(message: list[bytes]) -> tuple[FrameHeader, bytes]:
             or not all(isinstance(s, int) and not isinstance(s, bool) for s in shape)
             or not (0 < shape[0] <= _MAX_SIDE and 0 < shape[1] <= _MAX_SIDE and shape[2] in (1, 3))):
         raise fail("shape", f"shape must be [h, w, c] with 0 < h, w <= {_MAX_SIDE} and c in (1, 3), got {shape!r}")
+    if max_pixels is not None and shape[0] * shape[1] > max_pixels:
+        raise fail("shape", f"{shape[0]} x {shape[1]} = {shape[0] * shape[1]} pixels, more than the station's "
+                   f"max_frame_pixels {max_pixels} (not decoded)")
     header = FrameHeader(line, part, seq, sensor, float(ts), encoding, dtype, (shape[0], shape[1], shape[2]))
     return header, bytes(message[1])
 

@@ -2,7 +2,10 @@
 
 The PUB socket (topic ``verdict.<line>``) is fire-and-forget, as PUB is; the
 optional reject-gate PUSH output is reliable: a verdict the gate cannot take
-yet waits in a backlog and is sent when the gate is back.
+yet waits in a backlog and is sent, in order, when the gate is (back) connected.
+The owner keeps the backlog across restarts: ``restore`` puts verdicts back
+before the thread starts, and ``on_leave`` is told of each verdict that leaves
+the backlog (taken by the gate, or dropped when the backlog is full).
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import queue
 import threading
 import time
 from collections import deque
+from typing import Callable
 
 import zmq
 
@@ -33,7 +37,8 @@ class Publisher(threading.Thread):
     """
 
     def __init__(self, ctx: zmq.Context, endpoint: str, reject_endpoint: str | None = None,
-                 backlog: int = 100_000, guard: Guard | None = None):
+                 backlog: int = 100_000, guard: Guard | None = None,
+                 on_leave: Callable[[Verdict], None] | None = None):
         super().__init__(name="publisher", daemon=True)
         self._pub, self.endpoint = bind(ctx, zmq.PUB, endpoint, "verdicts", guard, LINGER=1000,
                                         MAXMSGSIZE=_MAX_INBOUND_BYTES)
@@ -43,8 +48,9 @@ class Publisher(threading.Thread):
             self._reject, self.reject_endpoint = bind(ctx, zmq.PUSH, reject_endpoint, "reject", guard, LINGER=2000,
                                                       MAXMSGSIZE=_MAX_INBOUND_BYTES)
         self._queue: queue.Queue = queue.Queue()
-        self._backlog: deque = deque()
+        self._backlog: deque[tuple[Verdict, list[bytes]]] = deque()
         self._backlog_max = backlog
+        self._on_leave = on_leave or (lambda verdict: None)
         self._stopping = threading.Event()
         self.published = 0
         self.reject_dropped = 0
@@ -59,6 +65,13 @@ class Publisher(threading.Thread):
 
     def publish(self, verdict: Verdict, map_png: bytes | None) -> None:
         self._queue.put((verdict, map_png))
+
+    def restore(self, verdicts: list[Verdict]) -> None:
+        """Verdicts the gate had not taken when the station last stopped (before ``start``;
+        they were published on PUB then and only go to the gate now)."""
+        if self._reject is not None:
+            for verdict in verdicts:
+                self._queue_for_gate(verdict)
 
     def stop(self) -> None:
         """Send what is queued, then close (the thread ends)."""
@@ -80,7 +93,7 @@ class Publisher(threading.Thread):
                 self._flush_reject()
                 time.sleep(0.01)
             if self._backlog:
-                log.error("reject gate did not take %d verdicts before shutdown", len(self._backlog))
+                log.warning("reject gate did not take %d verdicts before shutdown", len(self._backlog))
         finally:
             self._pub.close()
             if self._reject is not None:
@@ -90,17 +103,24 @@ class Publisher(threading.Thread):
         self._pub.send_multipart(pack_verdict(verdict, png))
         self.published += 1
         if self._reject is not None:
-            if len(self._backlog) >= self._backlog_max:
-                self._backlog.popleft()
-                self.reject_dropped += 1
-                log.error("reject-gate backlog full (%d): oldest verdict dropped", self._backlog_max)
-            self._backlog.append(pack_verdict(verdict))
+            self._queue_for_gate(verdict)
             self._flush_reject()
+
+    def _queue_for_gate(self, verdict: Verdict) -> None:
+        if len(self._backlog) >= self._backlog_max:
+            dropped, _ = self._backlog.popleft()
+            self.reject_dropped += 1
+            log.error("reject-gate backlog full (%d): oldest verdict (line %s part %s) dropped",
+                      self._backlog_max, dropped.line, dropped.part)
+            self._on_leave(dropped)
+        self._backlog.append((verdict, pack_verdict(verdict)))
 
     def _flush_reject(self) -> None:
         while self._backlog:
+            verdict, message = self._backlog[0]
             try:
-                self._reject.send_multipart(self._backlog[0], flags=zmq.NOBLOCK)
+                self._reject.send_multipart(message, flags=zmq.NOBLOCK)
             except zmq.Again:
                 return
             self._backlog.popleft()
+            self._on_leave(verdict)
