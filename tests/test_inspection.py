@@ -49,9 +49,10 @@ def test_verdicts_after_warm_up_with_threshold_and_regions(parts, extractor, ext
     inspector = LineInspector(SETTINGS, "tile", extractor=extractor)
     decisions = run(inspector, extracted)
     assert [d.part for d in decisions] == [f"p{i}" for i in range(N_PARTS)]
-    warm = SETTINGS.min_window - 1
+    warm = SETTINGS.min_window  # min_window counts references: the part after them is the first decided
     for d in decisions[:warm]:
         assert d.verdict == "inconclusive" and d.error["code"] == "warming_up" and d.score is None
+        assert d.reference  # provisionally, until re-judged
     for d in decisions[warm:]:
         assert d.verdict in ("ok", "ng") and d.threshold_source == "mad"
         assert d.anomaly_map.shape == (224, 224) and np.isfinite(d.score)
@@ -103,10 +104,11 @@ def test_partial_part_is_scored_on_what_it_has_without_joining(extractor, extrac
 
 def test_operator_threshold_overrides_policy(extractor, extracted):
     inspector = LineInspector(SETTINGS, "tile", extractor=extractor)
+    run(inspector, extracted[:SETTINGS.min_window + 1])
     inspector.set_threshold(-1.0, "operator")
-    decisions = run(inspector, extracted[:8])
-    assert decisions[-1].verdict == "ng" and decisions[-1].threshold == -1.0
-    assert decisions[-1].threshold_source == "operator"
+    decisions = run(inspector, extracted[:SETTINGS.min_window + 3], SETTINGS.min_window + 1)
+    assert [d.verdict for d in decisions] == ["ng", "ng"] and decisions[-1].threshold == -1.0
+    assert decisions[-1].threshold_source == "operator" and not decisions[-1].reference
 
 
 def test_bad_frames_raise_inspection_errors_naming_the_problem(parts, extractor):

@@ -7,6 +7,11 @@ its column in every member's rows (O(N) blocks); when a part leaves, its slot is
 reused and its column no longer counts. Scores are then read off the rows, so
 they always equal the batch functions (`mutual_scores`, and CAE for 2D+3D)
 recomputed on the window's current contents.
+
+Membership: a member is a reference (what the others are scored against) or
+a candidate (a part waiting for its verdict, scored against the references
+only). Candidates become references through ``admit``; the window keeps at
+most ``capacity`` references, evicting the oldest one that is not pinned.
 """
 from __future__ import annotations
 
@@ -20,23 +25,29 @@ from edge_runtime.scoring._checks import check_interval
 
 
 class LineWindow:
-    """The last ``capacity`` parts of one line.
+    """The references of one line (at most ``capacity``) and the candidates being decided.
 
-    capacity : N. modalities : ("2d",), ("3d",) or ("2d", "3d"); 2D+3D scores
-    use cross-modal enhancement. interval : fraction of references averaged.
-    budget : bytes of distance block materialised at once.
+    capacity : N references. modalities : ("2d",), ("3d",) or ("2d", "3d");
+    2D+3D scores use cross-modal enhancement. interval : fraction of references
+    averaged. budget : bytes of distance block materialised at once.
+    spare : room for candidates beyond the N references.
     """
 
-    def __init__(self, capacity: int, modalities: Sequence[str], interval: float = 0.3, budget: int = DEFAULT_BUDGET):
+    def __init__(self, capacity: int, modalities: Sequence[str], interval: float = 0.3, budget: int = DEFAULT_BUDGET,
+                 spare: int = 0):
         if capacity < 2:
             raise ValueError(f"window capacity must be >= 2, got {capacity}")
         self.capacity = int(capacity)
+        self.spare = int(spare)
+        self.slots = self.capacity + self.spare
         self.modalities = tuple(modalities)
         self.interval = check_interval(interval)
         self.budget = budget
         self._order: list[str] = []  # members, oldest first
         self._slot: dict[str, int] = {}
-        self._parts: list[PartFeatures | None] = [None] * self.capacity
+        self._references: set[str] = set()
+        self._pinned: set[str] = set()  # references never evicted (golden parts, an operator's pins)
+        self._parts: list[PartFeatures | None] = [None] * self.slots
         # modality -> (n_layers, capacity, L, C + 2) float32: members' features, augmented once
         # on arrival so each later arrival is one GEMM against this contiguous buffer
         self._right: dict[str, np.ndarray] = {}
@@ -50,14 +61,29 @@ class LineWindow:
 
     @property
     def members(self) -> list[str]:
-        """Part ids, oldest first."""
+        """Part ids (references and candidates), oldest first."""
         return list(self._order)
+
+    @property
+    def reference_ids(self) -> list[str]:
+        """The references, oldest first."""
+        return [p for p in self._order if p in self._references]
+
+    @property
+    def pinned(self) -> list[str]:
+        return [p for p in self._order if p in self._pinned]
+
+    def is_reference(self, part: str) -> bool:
+        return part in self._references
 
     def part(self, part: str) -> PartFeatures:
         return self._parts[self._slot[part]]
 
-    def add(self, part: str, features: PartFeatures) -> str | None:
-        """Add a part (evicting the oldest when full). Returns the evicted part id or None."""
+    def add(self, part: str, features: PartFeatures, reference: bool = True, pinned: bool = False) -> str | None:
+        """Add a part as a reference (evicting the oldest unpinned one when full) or as a candidate.
+
+        Returns the evicted part id or None.
+        """
         if part in self._slot:
             raise ValueError(f"part {part!r} is already in the window")
         missing = [m for m in self.modalities if m not in features.modalities]
@@ -65,16 +91,47 @@ class LineWindow:
             raise ValueError(f"part {part!r} lacks {', '.join(missing)} features the window needs")
         for m in self.modalities:
             self._check_shape(m, features.features(m))
-        evicted = self._order[0] if len(self._order) == self.capacity else None
-        if evicted is not None:
-            self.remove(evicted)
-        slot = next(s for s in range(self.capacity) if self._parts[s] is None)
+        evicted = self._make_room() if reference else None
+        if len(self._order) == self.slots:
+            raise ValueError(f"the window has no room for candidate {part!r} ({self.spare} spare slots in use)")
+        slot = next(s for s in range(self.slots) if self._parts[s] is None)
         others = np.array([self._slot[p] for p in self._order], dtype=np.int64)
         for m in self.modalities:
             self._insert(m, slot, others, features.features(m))
         self._parts[slot] = features
         self._slot[part] = slot
         self._order.append(part)
+        if reference:
+            self._references.add(part)
+            if pinned:
+                self.pin(part)
+        return evicted
+
+    def admit(self, part: str) -> str | None:
+        """Make a candidate a reference; returns the reference evicted to make room, or None."""
+        if part not in self._slot:
+            raise KeyError(f"part {part!r} is not in the window")
+        if part in self._references:
+            return None
+        evicted = self._make_room()
+        self._references.add(part)
+        return evicted
+
+    def pin(self, part: str) -> None:
+        """Keep a reference for good (it is never evicted)."""
+        if part not in self._references:
+            raise KeyError(f"part {part!r} is not a reference of this window")
+        if part not in self._pinned and len(self._pinned) >= self.capacity - 1:
+            raise ValueError(f"{len(self._pinned)} of the window's {self.capacity} references are pinned: "
+                             "at least one must be free to follow the line")
+        self._pinned.add(part)
+
+    def _make_room(self) -> str | None:
+        """Evict the oldest unpinned reference when the references are full."""
+        if len(self._references) < self.capacity:
+            return None
+        evicted = next(p for p in self._order if p in self._references and p not in self._pinned)
+        self.remove(evicted)
         return evicted
 
     def _insert(self, modality: str, slot: int, others: np.ndarray, z: np.ndarray) -> None:
@@ -93,31 +150,32 @@ class LineWindow:
         """Drop a part; its column stops counting for every other member."""
         slot = self._slot.pop(part)
         self._order.remove(part)
+        self._references.discard(part)
+        self._pinned.discard(part)
         self._parts[slot] = None
 
     def _check_shape(self, modality: str, z: np.ndarray) -> None:
         l, n_layers, c = z.shape
         if modality not in self._right:
-            self._right[modality] = np.zeros((n_layers, self.capacity, l, c + 2), dtype=np.float32)
-            self._rows[modality] = np.full((n_layers, self.capacity, l, self.capacity), np.inf, dtype=np.float32)
+            self._right[modality] = np.zeros((n_layers, self.slots, l, c + 2), dtype=np.float32)
+            self._rows[modality] = np.full((n_layers, self.slots, l, self.slots), np.inf, dtype=np.float32)
         elif (n_layers, l, c + 2) != (self._right[modality].shape[0],) + self._right[modality].shape[2:]:
             have = self._right[modality].shape
             raise ValueError(f"{modality} features of shape {z.shape} do not match the window's {(have[2], have[0], have[3] - 2)}")
 
     def references(self, part: str) -> np.ndarray:
-        """Slots of ``part``'s references (every other member, oldest first)."""
-        me = self._slot[part]
-        return np.array([self._slot[p] for p in self._order if self._slot[p] != me], dtype=np.int64)
+        """Slots of ``part``'s references (every reference but itself, oldest first)."""
+        return np.array([self._slot[p] for p in self.reference_ids if p != part], dtype=np.int64)
 
     def scores(self, part: str) -> dict[str, np.ndarray]:
-        """Mutual scores of one member against the rest of the window.
+        """Mutual scores of one member against the window's other references.
 
         Returns {modality: (L_m,) float32}, per-layer scores averaged over layers;
-        with 2D and 3D, cross-modal enhanced. Needs >= 2 members (3 for 2D+3D).
+        with 2D and 3D, cross-modal enhanced. Needs >= 1 other reference (2 for 2D+3D).
         """
         refs = self.references(part)
         if refs.size < 1 or (len(self.modalities) == 2 and refs.size < 2):
-            raise ValueError(f"window holds {len(self)} parts: too few to score")
+            raise ValueError(f"window holds {refs.size} other references: too few to score")
         me = self._slot[part]
         rows = {m: self._rows[m][:, me][:, :, refs] for m in self.modalities}  # (n_layers, L, R)
         if len(self.modalities) == 1:
@@ -133,13 +191,13 @@ class LineWindow:
     def query(self, features: PartFeatures, modality: str) -> np.ndarray:
         """Score a part that stays outside the window on one modality (no CAE).
 
-        Returns (L,) float32: its mutual scores against every member.
+        Returns (L,) float32: its mutual scores against every reference.
         """
-        if len(self) < 1:
-            raise ValueError("window is empty: nothing to score against")
+        if not self._references:
+            raise ValueError("window holds no references: nothing to score against")
         z = features.features(modality)
         self._check_shape(modality, z)
-        members = [self._slot[p] for p in self._order]
+        members = [self._slot[p] for p in self.reference_ids]
         right = self._right[modality]
         layers = [min_distances(z[:, layer], right[layer], self.budget, augmented=True)[0][:, members]
                   for layer in range(z.shape[1])]
@@ -150,7 +208,10 @@ class LineWindow:
         slots = np.array([self._slot[p] for p in self._order], dtype=np.int64)
         out: dict[str, np.ndarray] = {
             "window_members": np.array(self._order, dtype=str),
-            "window_config": np.array([self.capacity, self.interval, self.budget], dtype=np.float64),
+            "window_config": np.array([self.capacity, self.interval, self.budget, self.spare], dtype=np.float64),
+            # per member: 0 candidate, 1 reference, 2 pinned reference
+            "window_roles": np.array([int(p in self._references) + int(p in self._pinned) for p in self._order],
+                                     dtype=np.int64),
             "window_modalities": np.array(self.modalities, dtype=str),
         }
         for m in self.modalities:
@@ -162,9 +223,15 @@ class LineWindow:
 
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray]) -> "LineWindow":
-        capacity, interval, budget = state["window_config"]
-        window = cls(int(capacity), [str(m) for m in state["window_modalities"]], float(interval), int(budget))
+        capacity, interval, budget, spare = state["window_config"]
+        window = cls(int(capacity), [str(m) for m in state["window_modalities"]], float(interval), int(budget),
+                     int(spare))
         members = [str(p) for p in state["window_members"]]
+        for p, role in zip(members, state["window_roles"]):
+            if role >= 1:
+                window._references.add(p)
+            if role == 2:
+                window._pinned.add(p)
         for i, p in enumerate(members):
             features = PartFeatures.from_arrays(state, f"window_part{i}_")
             for m in window.modalities:
