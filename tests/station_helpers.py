@@ -52,14 +52,17 @@ def merged(base: dict, **sections) -> dict:
 
 
 def write_station(root: Path, lines: dict[str, dict], station: dict | None = None,
-                  endpoints: dict | None = None) -> Path:
-    """station.toml + lines/<name>.toml under ``root``; endpoints on free ports unless given."""
+                  endpoints: dict | None = None, line_frames: dict | None = None) -> Path:
+    """station.toml + lines/<name>.toml under ``root``; endpoints on free ports unless given;
+    line_frames: line -> its own frame socket ([endpoints.lines])."""
     (root / "lines").mkdir(parents=True, exist_ok=True)
     for name, profile in lines.items():
         (root / "lines" / f"{name}.toml").write_text(toml_doc(profile))
     eps = endpoints or {k: free_endpoint() for k in ("frames", "verdicts", "control")}
     doc = {"station": {"state_dir": str(root / "state"), "snapshot_every": 4, **(station or {})},
            "endpoints": eps, "lines": {"profiles_dir": "lines", "enabled": list(lines)}}
+    if line_frames:
+        doc["endpoints.lines"] = line_frames
     path = root / "station.toml"
     path.write_text(toml_doc(doc))
     return path

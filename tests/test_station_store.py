@@ -1,29 +1,29 @@
 """The state directory: verdict log, stored frames, window snapshots, line switches."""
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 
 import numpy as np
 import pytest
 
 from edge_runtime.station.store import Store
-from edge_runtime.stream.publisher import station_header
+from edge_runtime.stream.protocol import Verdict
+from edge_runtime.station.verdicts import refusal
 
 
-def header(part: str, verdict: str = "ok", line: str = "L") -> dict:
-    h = station_header(line, part, 3, "x", "y", verdict="error")
-    h.update(verdict=verdict, score=0.5, threshold=0.7, threshold_source="mad")
-    if verdict != "error":
-        del h["error"]
-    return h
+def header(part: str, verdict: str = "ok", line: str = "L") -> Verdict:
+    error = refusal(line, part, 3, "x", "y").error if verdict == "error" else None
+    return dataclasses.replace(refusal(line, part, 3, "x", "y"), verdict=verdict, score=0.5, threshold=0.7,
+                               threshold_source="mad", error=error)
 
 
 def test_a_part_has_at_most_one_verdict_and_vseq_counts_per_line(tmp_path):
     store = Store(tmp_path)
-    assert store.log_verdict(header("a"), "inspector", False)["vseq"] == 1
+    assert store.log_verdict(header("a"), "inspector", False).vseq == 1
     assert store.log_verdict(header("a", "ng"), "inspector", False) is None
-    assert store.log_verdict(header("b"), "inspector", False)["vseq"] == 2
-    assert store.log_verdict(header("a", line="M"), "inspector", False)["vseq"] == 1
+    assert store.log_verdict(header("b"), "inspector", False).vseq == 2
+    assert store.log_verdict(header("a", line="M"), "inspector", False).vseq == 1
     assert [h["part"] for h in store.verdicts("L", last=5)] == ["a", "b"]
     assert store.verdicts("L", parts=["b", "zz"])[0]["vseq"] == 2
     assert store.has_verdict("L", "a") and not store.has_verdict("L", "c")
@@ -80,7 +80,7 @@ def test_line_switches_are_remembered(tmp_path):
 
 def test_a_failed_transaction_leaves_nothing(tmp_path):
     store = Store(tmp_path)
-    with pytest.raises(KeyError):
-        store.log_verdict({k: v for k, v in header("a").items() if k != "ts"}, "inspector", False)
-    assert store.log_verdict(header("a"), "inspector", False)["vseq"] == 1
+    with pytest.raises(sqlite3.Error):  # an origin SQLite cannot bind fails inside the transaction
+        store.log_verdict(header("a"), object(), False)
+    assert store.log_verdict(header("a"), "inspector", False).vseq == 1
     store.close()

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from edge_runtime.stream.decode import decode_payload
-from edge_runtime.stream.protocol import (ProtocolError, check_verdict_header, encode_frame, pack,
+from edge_runtime.stream.protocol import (ProtocolError, check_verdict_header, decode_map, encode_frame, encode_map, pack,
                                           pack_verdict, parse_frame, parse_request, parse_verdict)
-from edge_runtime.stream.publisher import decode_map, encode_map, station_header
+from edge_runtime.station.verdicts import refusal
 
 RNG = np.random.default_rng(7)
 RGB = RNG.integers(0, 256, (12, 20, 3), dtype=np.uint8)
@@ -114,8 +114,9 @@ def test_png_payload_that_is_not_an_image_or_has_another_shape():
 
 
 def test_verdict_messages_roundtrip_and_are_checked():
-    header = station_header("L1", "p1", 4, "overload", "queue full")
-    message = pack_verdict(header, b"png-bytes")
+    verdict = refusal("L1", "p1", 4, "overload", "queue full")
+    header = verdict.to_wire()
+    message = pack_verdict(verdict, b"png-bytes")
     assert message[0] == b"verdict.L1"
     back, png = parse_verdict(message)
     assert back["error"] == {"code": "overload", "message": "queue full"} and png == b"png-bytes"

@@ -11,6 +11,7 @@ SUITES = {
     "scoring": "edge_runtime.bench.scoring",
     "encoders": "export.bench",
     "station": "edge_runtime.bench.station",
+    "isolation": "edge_runtime.bench.isolation",
 }
 
 

@@ -6,6 +6,8 @@ import platform
 from pathlib import Path
 from typing import Sequence
 
+DEFAULT_OUT = "out/bench"  # every suite writes here unless --out says otherwise
+
 
 def machine_info() -> dict:
     """What the numbers were measured on (cores, CPU, library versions)."""

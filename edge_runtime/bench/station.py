@@ -29,7 +29,7 @@ import numpy as np
 import zmq
 from tqdm import tqdm
 
-from edge_runtime.bench.report import write_report
+from edge_runtime.bench.report import DEFAULT_OUT, write_report
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="window sizes for incremental-vs-recompute (none: skip)")
     p.add_argument("--parts", type=int, default=30, help="measured parts per phase (default 30)")
     p.add_argument("--distinct", type=int, default=24, help="distinct simulated parts, sent in turn (default 24)")
-    p.add_argument("--out", default="bench-out", help="output folder (JSON, markdown, PNG)")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (JSON, markdown, PNG; default {DEFAULT_OUT})")
     return p
 
 

@@ -179,8 +179,8 @@ def ensure_default_encoders(models_dir: str | Path | None = None, timeout: float
     """Manifest path of the default 2D encoder (EfficientNet-Lite0, 224 px, stages 2/3/4).
 
     Exported on first use into ``models_dir`` (default: default_encoder_dir())
-    by ``python -m export.cli`` in a subprocess, so this process never imports
-    torch. Without torch installed this is a RuntimeError saying how to get it.
+    by the ``musc-edge export`` command in a subprocess: this process never imports
+    torch, and the engines never import the export package (which imports them). Without torch installed this is a RuntimeError saying how to get it.
     """
     spec = encoder_spec(DEFAULT_2D_ENCODER)
     root = Path(models_dir) if models_dir is not None else default_encoder_dir()
@@ -200,7 +200,7 @@ def ensure_default_encoders(models_dir: str | Path | None = None, timeout: float
     root.mkdir(parents=True, exist_ok=True)
     staging = root / f".export-{spec.name}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    cmd = [sys.executable, "-m", "export.cli", *_default_export_args(spec, staging)]
+    cmd = [sys.executable, "-m", "edge_runtime.cli", "export", *_default_export_args(spec, staging)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)

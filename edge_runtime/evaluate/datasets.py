@@ -30,6 +30,7 @@ import numpy as np
 import tifffile
 
 from edge_runtime import pointcloud
+from edge_runtime.engines.preprocess import resize_frame
 
 SIM_META_FILE = "sim_meta.json"
 SIM_META_FORMAT = "musc-edge sim line v1"  # what edge_runtime.sim writes
@@ -354,14 +355,13 @@ def load_sample(sample: Sample, image_size: int, **preprocess) -> tuple[np.ndarr
     on the frame's own border, cleaning, centred zero padding to a square,
     nearest resize; ``preprocess`` are its keyword arguments). rgb and gt get
     the same padding (``pointcloud.pad_to_square``; MVTec 3D-AD frames are
-    square already) and are resized to ``image_size``: rgb with area averaging
-    (an anti-aliased shrink, like the PIL resize of MuSc's transforms), gt with
-    the cloud's nearest rule (``pointcloud.resize_nearest``). Returns rgb (S, S, 3)
+    square already) and are resized to ``image_size``: rgb as the station resizes
+    a frame (``engines.preprocess.resize_frame``), gt with the cloud's nearest rule (``pointcloud.resize_nearest``). Returns rgb (S, S, 3)
     uint8, xyz (S, S, 3) float32, gt (S, S) uint8 in {0, 1} (zeros for a
     sample without gt).
     """
     rgb, xyz, gt = read_frames(sample)
-    rgb_s = cv2.resize(pointcloud.pad_to_square(rgb), (image_size, image_size), interpolation=cv2.INTER_AREA)
+    rgb_s = resize_frame(pointcloud.pad_to_square(rgb), image_size)
     gt_s = mask_on_grid(gt, rgb.shape[:2], image_size)
     xyz_s = pointcloud.preprocess_organized(xyz, image_size, **preprocess)
     return rgb_s, xyz_s.astype(np.float32), gt_s

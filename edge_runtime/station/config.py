@@ -22,6 +22,9 @@ station.toml::
     control = "tcp://127.0.0.1:5557"
     reject = ""                  # "" = no reject-gate output; e.g. "tcp://127.0.0.1:5558"
 
+    [endpoints.lines]            # optional: a line's own frame socket (its senders use it instead)
+    bracket = "tcp://127.0.0.1:5560"
+
     [lines]
     profiles_dir = "lines"       # relative to this file
     enabled = ["bracket", "tile"]  # each loads <profiles_dir>/<name>.toml
@@ -31,7 +34,10 @@ A profile's ``[stream]`` section::
     [stream]
     pair_timeout_ms = 1000       # wait this long for the other sensor's frame
     queue = 16                   # parts waiting for scoring on this line
-    queue_policy = "block"       # "block": senders wait; "drop_oldest": oldest part gets an overload error
+    queue_policy = "block"       # "block": parts wait in order; "drop_oldest": oldest part gets an overload error
+
+A line never holds up another: see ``edge_runtime.station.intake`` for what
+"block" does on a frame socket that several lines share.
 """
 from __future__ import annotations
 
@@ -41,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_runtime.inspection.settings import InspectionSettings
-from edge_runtime.stream.protocol import NAME
+from edge_runtime.stream.protocol import NAME, SENSORS
 
 DEFAULT_ENDPOINTS = {
     "frames": "tcp://127.0.0.1:5555",
@@ -52,7 +58,7 @@ DEFAULT_ENDPOINTS = {
 DEFAULT_LINE = "default"
 # The embedded default profile: 2D+3D on EfficientNet-Lite0 + FPFH (InspectionSettings' defaults).
 EMBEDDED_PROFILE: dict = {"line": {"name": DEFAULT_LINE}}
-MODALITY_SENSOR = {"2d": "rgb", "3d": "xyz"}
+MODALITY_SENSOR = {modality: sensor for sensor, modality in SENSORS.items()}
 QUEUE_POLICIES = ("block", "drop_oldest")
 
 
@@ -147,6 +153,7 @@ class StationConfig:
     verdicts: str = DEFAULT_ENDPOINTS["verdicts"]
     control: str = DEFAULT_ENDPOINTS["control"]
     reject: str | None = None
+    line_frames: dict[str, str] = field(default_factory=dict)  # line -> its own frame socket
     state_dir: Path = field(default_factory=lambda: default_state_dir())
     profiles_dir: Path | None = None
     snapshot_every: int = 32
@@ -168,10 +175,15 @@ class StationConfig:
                 raise ValueError(f"[station] {key} must be an integer >= 1, got {value!r}")
         if self.synchronous not in ("normal", "full"):
             raise ValueError(f"[station] synchronous must be 'normal' or 'full', got {self.synchronous!r}")
-        for key in ("frames", "verdicts", "control") + (("reject",) if self.reject else ()):
-            value = getattr(self, key)
+        endpoints = {key: getattr(self, key) for key in ("frames", "verdicts", "control")}
+        if self.reject:
+            endpoints["reject"] = self.reject
+        endpoints.update({f"lines.{line}": value for line, value in self.line_frames.items()})
+        for key, value in endpoints.items():
             if not isinstance(value, str) or "://" not in value:
                 raise ValueError(f"[endpoints] {key} must be a ZeroMQ endpoint like tcp://127.0.0.1:5555, got {value!r}")
+        for line in self.line_frames:
+            check_line_name(line)
 
     def resolve_profile(self, ref: str) -> LineProfile:
         """A profile by name (``<profiles_dir>/<name>.toml``; "default" may be the
@@ -214,7 +226,10 @@ def load_station_config(path: str | Path | None = None, state_dir: str | Path | 
     _check_keys(station, {"state_dir", "snapshot_every", "synchronous", "log_level", "rcvhwm",
                           "max_frame_bytes", "max_pending"}, f"{path} [station]")
     endpoints = {**DEFAULT_ENDPOINTS, **doc.get("endpoints", {})}
+    line_frames = endpoints.pop("lines", {})
     _check_keys(endpoints, set(DEFAULT_ENDPOINTS), f"{path} [endpoints]")
+    if not isinstance(line_frames, dict):
+        raise ValueError(f"{path} [endpoints.lines] must be a table of line = endpoint")
     lines_table = dict(doc.get("lines", {}))
     _check_keys(lines_table, {"profiles_dir", "enabled"}, f"{path} [lines]")
     profiles_dir = path.parent / lines_table.get("profiles_dir", "lines")
@@ -230,7 +245,7 @@ def load_station_config(path: str | Path | None = None, state_dir: str | Path | 
     return StationConfig(
         lines=lines,
         frames=endpoints["frames"], verdicts=endpoints["verdicts"], control=endpoints["control"],
-        reject=endpoints["reject"] or None,
+        reject=endpoints["reject"] or None, line_frames=dict(line_frames),
         state_dir=Path(chosen_state) if chosen_state else default_state_dir(),
         profiles_dir=profiles_dir, source=str(path), **station,
     )

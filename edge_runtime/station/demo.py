@@ -187,7 +187,7 @@ def write_picture(out: Path, header: dict, png: bytes, truth: dict | None) -> Pa
     import cv2
 
     from edge_runtime.evaluate.overlay import overlay_png
-    from edge_runtime.stream.publisher import decode_map
+    from edge_runtime.stream.protocol import decode_map
 
     if truth is None:
         return None

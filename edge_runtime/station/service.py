@@ -2,16 +2,19 @@
 
 Threads and what each one owns:
 
-- ingest: the PULL socket, the pairer (``edge_runtime.stream.ingest``);
+- intake: the frame sockets, the pairer, admission (``edge_runtime.station.intake``);
 - one worker per line: its LineInspector and queue (``edge_runtime.station.worker``);
 - publisher: the PUB and reject-gate PUSH sockets (``edge_runtime.stream.publisher``);
 - control: the REP socket; commands that touch a line run in its worker.
 
+Every verdict, whoever decides it, leaves through ``station.verdicts.VerdictSink``.
+
 Start-up binds every socket first (a busy port fails fast), loads the lines
-(windows come back from the state directory), re-scores the parts a crash left
-without a verdict, then starts the threads. ``stop`` drains in order: ingest
-(parts still waiting for a frame are decided on what they have), workers
-(queues, pending decisions, window snapshots), publisher, control.
+(windows come back from the state directory), starts the workers, replays the
+parts a crash left in the store through the intake, then starts reading
+frames. ``stop`` drains in order: intake (parts still waiting for a frame are
+decided on what they have), workers (queues, pending decisions, window
+snapshots), publisher, control.
 """
 from __future__ import annotations
 
@@ -23,15 +26,12 @@ from typing import Callable
 import zmq
 
 from edge_runtime.station.config import LineProfile, StationConfig
+from edge_runtime.station.intake import Intake
 from edge_runtime.station.metrics import Metrics
-from edge_runtime.station.sink import VerdictSink
-from edge_runtime.station.store import StoredPart, Store
+from edge_runtime.station.store import Store
+from edge_runtime.station.verdicts import VerdictSink
 from edge_runtime.station.worker import LineWorker
 from edge_runtime.stream.control import Control
-from edge_runtime.stream.decode import decode_payload
-from edge_runtime.stream.ingest import Ingest
-from edge_runtime.stream.pairing import Frame, PendingPart
-from edge_runtime.stream.protocol import ProtocolError, parse_frame
 from edge_runtime.stream.publisher import Publisher
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,8 @@ class Station:
         try:
             self.publisher = Publisher(self.ctx, cfg.verdicts, cfg.reject)
             self.sink = VerdictSink(self.store, self.publisher, self.metrics)
-            self.ingest = Ingest(self.ctx, cfg.frames, self.workers.get, self.store, self.sink, self.metrics,
-                                 cfg.rcvhwm, cfg.max_frame_bytes, cfg.max_pending)
+            self.intake = Intake(self.ctx, cfg, self.workers.get, lambda: list(self.workers), self.store,
+                                 self.sink, self.metrics)
             self.control = Control(self.ctx, cfg.control, self.handle)
         except zmq.ZMQError as exc:
             self.ctx.destroy(linger=0)
@@ -87,14 +87,14 @@ class Station:
             raise
         self.started_at = time.time()
         self.publisher.start()
-        self._recover()
         for worker in self.workers.values():
             worker.start()
-        self.ingest.start()
+        self._recover()
+        self.intake.start()
         self.control.start()
         self._started = True
         log.info("station up: frames %s, verdicts %s, control %s%s; lines %s; state %s",
-                 self.ingest.endpoint, self.publisher.endpoint, self.control.endpoint,
+                 self.intake.endpoint, self.publisher.endpoint, self.control.endpoint,
                  f", reject gate {self.publisher.reject_endpoint}" if self.publisher.reject_endpoint else "",
                  ", ".join(f"{n} ({w.status['window']}/{w.status['capacity']} warm)" for n, w in self.workers.items()),
                  cfg.state_dir)
@@ -116,8 +116,9 @@ class Station:
     @property
     def endpoints(self) -> dict[str, str | None]:
         """The bound endpoints (real ports when the config asked for ``:*``)."""
-        return {"frames": self.ingest.endpoint, "verdicts": self.publisher.endpoint,
-                "control": self.control.endpoint, "reject": self.publisher.reject_endpoint}
+        return {"frames": self.intake.endpoint, "verdicts": self.publisher.endpoint,
+                "control": self.control.endpoint, "reject": self.publisher.reject_endpoint,
+                **{f"frames.{line}": ep for line, ep in self.intake.line_endpoints.items()}}
 
     def request_stop(self) -> None:
         """Ask for a graceful shutdown (signal handlers, the control socket)."""
@@ -142,8 +143,8 @@ class Station:
             return
         self._started = False
         log.info("station stopping: draining in-flight parts")
-        self.ingest.stop()
-        self.ingest.join()
+        self.intake.stop()
+        self.intake.join()
         for worker in self.workers.values():
             worker.finish()
         for worker in self.workers.values():
@@ -179,42 +180,10 @@ class Station:
         return inspector
 
     def _recover(self) -> None:
-        """Parts a crash left in the store: re-score them (their verdicts are published
-        unless already logged) or put them back to wait for their missing frame."""
-        now = time.monotonic()
-        rescored = waiting = 0
-        for stored in self.store.stored_parts():
-            part = self._stored_to_part(stored, now)
-            if part is None:
-                continue
-            self.ingest.remember(part.line, part.part, "recovered")
-            if stored.decided or part.complete:
-                self.workers[part.line].score(part)
-                rescored += 1
-            else:
-                self.ingest.resume(part, now)
-                waiting += 1
-        if rescored or waiting:
-            log.info("recovery: %d stored parts re-scored, %d wait for their missing frames", rescored, waiting)
-
-    def _stored_to_part(self, stored: StoredPart, now: float) -> PendingPart | None:
-        worker = self.workers.get(stored.line)
-        if worker is None:
-            self.sink.reject(stored.line, stored.part, None, "unknown_line",
-                             f"line {stored.line!r} is no longer served by this station")
-            return None
-        frames = {}
-        try:
-            for rx, header_bytes, payload in stored.frames:
-                header, payload = parse_frame([header_bytes, payload])
-                frames[header.sensor] = Frame(header, decode_payload(header, payload), rx, now)
-        except ProtocolError as exc:
-            self.sink.reject(stored.line, stored.part, exc.seq, exc.code, f"stored frame unreadable: {exc}")
-            return None
-        seq = next(iter(frames.values())).header.seq
-        part = PendingPart(stored.line, stored.part, seq, worker.profile.sensors, now, now, frames, t_left=now)
-        part.reason = "recovered"
-        return part
+        """Parts a crash left in the store go through the intake again."""
+        scored, waiting = self.intake.replay(self.store.stored_parts())
+        if scored or waiting:
+            log.info("recovery: %d stored parts re-scored, %d wait for their missing frames", scored, waiting)
 
     # --- control -------------------------------------------------------------
 
@@ -284,7 +253,7 @@ class Station:
                 "model": w.inspector.model_digest, "profile": w.inspector.profile_digest,
                 "queue": w.queue.qsize(), "queue_capacity": w.queue.maxsize,
                 "queue_policy": w.profile.stream.queue_policy,
-                "awaiting_frames": self.ingest.pending_counts.get(name, 0),
+                "awaiting_frames": self.intake.pending_counts.get(name, 0), "held": self.intake.held(name),
                 "busy_ms": None if w.busy_since is None else (time.monotonic() - w.busy_since) * 1e3,
                 "parts_per_s": m["parts_per_s"], "latency_ms": m["latency_ms"],
                 "late": m["counts"].get("late_frames", 0), "dropped": m["counts"].get("dropped_overload", 0),

@@ -16,6 +16,7 @@ table ``verdicts`` are read by ``musc-edge calibrate threshold --db``.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 import threading
@@ -25,6 +26,8 @@ from pathlib import Path
 
 import msgpack
 import numpy as np
+
+from edge_runtime.stream.protocol import Verdict
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS verdicts (
@@ -115,38 +118,38 @@ class Store:
             return self._db.execute("SELECT 1 FROM verdicts WHERE line = ? AND part = ?",
                                     (line, part)).fetchone() is not None
 
-    def log_verdict(self, header: dict, origin: str, drop_frames: bool) -> dict | None:
-        """Commit a verdict; return its header with ``vseq`` (the line's verdict
-        counter), or None when the part already has a verdict (nothing written).
+    def log_verdict(self, verdict: Verdict, origin: str, drop_frames: bool) -> Verdict | None:
+        """Commit a verdict; return it with ``vseq`` (the line's verdict counter) set,
+        or None when the part already has a verdict (nothing written).
 
         origin: "inspector" (the part went through its window) or "station"
-        (decided by the stream: errors, timeouts, overload). drop_frames: delete the
+        (decided by the station: errors, timeouts, overload). drop_frames: delete the
         part's stored frames in the same transaction (they will never be needed).
         """
+        line, part = verdict.line, verdict.part
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
-                if db.execute("SELECT 1 FROM verdicts WHERE line = ? AND part = ?",
-                              (header["line"], header["part"])).fetchone():
+                if db.execute("SELECT 1 FROM verdicts WHERE line = ? AND part = ?", (line, part)).fetchone():
                     db.execute("ROLLBACK")
                     return None
                 (vseq,) = db.execute("SELECT COALESCE(MAX(vseq), 0) + 1 FROM verdicts WHERE line = ?",
-                                     (header["line"],)).fetchone()
-                header = {**header, "vseq": int(vseq)}
+                                     (line,)).fetchone()
+                verdict = dataclasses.replace(verdict, vseq=int(vseq))
                 db.execute(
                     "INSERT INTO verdicts (line, part, seq, verdict, score, threshold, threshold_source, ts,"
                     " header, origin, vseq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (header["line"], header["part"], header["seq"], header["verdict"], header["score"],
-                     header["threshold"], header["threshold_source"], header["ts"],
-                     msgpack.packb(header, use_bin_type=True), origin, header["vseq"]))
+                    (line, part, verdict.seq, verdict.verdict, verdict.score, verdict.threshold,
+                     verdict.threshold_source, verdict.ts, msgpack.packb(verdict.to_wire(), use_bin_type=True),
+                     origin, verdict.vseq))
                 if drop_frames:
-                    db.execute("DELETE FROM frames WHERE line = ? AND part = ?", (header["line"], header["part"]))
+                    db.execute("DELETE FROM frames WHERE line = ? AND part = ?", (line, part))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-        return header
+        return verdict
 
     def verdicts(self, line: str, last: int = 20, parts: list[str] | None = None) -> list[dict]:
         """Logged verdict headers of a line, oldest first: the last ``last``, or those of ``parts``."""

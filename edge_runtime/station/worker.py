@@ -2,8 +2,8 @@
 
 A ``LineWorker`` thread owns one ``LineInspector``; nothing else touches it.
 Operator commands (threshold, reset, snapshot, switch) run inside the worker
-thread between two parts, through ``call``. Parts enter through ``offer``,
-which applies the line's queue policy.
+thread between two parts, through ``call``. Parts arrive on ``queue``, put
+there by the station's intake under the line's queue policy.
 """
 from __future__ import annotations
 
@@ -16,11 +16,10 @@ from typing import Callable
 from edge_runtime.inspection.features import InspectionError
 from edge_runtime.station.config import LineProfile
 from edge_runtime.station.metrics import LineMetrics
-from edge_runtime.station.sink import VerdictSink
+from edge_runtime.station.intake import PendingPart
 from edge_runtime.station.store import Store
-from edge_runtime.stream.pairing import PendingPart
+from edge_runtime.station.verdicts import VerdictSink, from_decision
 from edge_runtime.stream.protocol import SENSORS
-from edge_runtime.stream.publisher import decision_header
 
 log = logging.getLogger(__name__)
 
@@ -52,35 +51,6 @@ class LineWorker(threading.Thread):
 
     # --- called from other threads ----------------------------------------
 
-    def offer(self, part: PendingPart) -> None:
-        """Queue a part. "block": wait for room (the ingest stops reading, senders
-        block at their high-water mark). "drop_oldest": the oldest queued part is
-        answered with an ``overload`` error and this one takes its place."""
-        if self.profile.stream.queue_policy == "drop_oldest":
-            while True:
-                try:
-                    self.queue.put_nowait(part)
-                    return
-                except queue.Full:
-                    pass
-                try:
-                    oldest = self.queue.get_nowait()
-                except queue.Empty:
-                    continue
-                self.metrics.count("dropped_overload")
-                self.sink.reject(oldest.line, oldest.part, oldest.seq, "overload",
-                                 f"line {self.line} queue full ({self.queue.maxsize} parts): dropped, oldest first",
-                                 model=self.inspector.model_digest, profile=self.inspector.profile_digest,
-                                 latency_ms={"total": (time.monotonic() - oldest.t_first) * 1e3})
-        while True:
-            try:
-                self.queue.put(part, timeout=0.1)
-                return
-            except queue.Full:
-                self.metrics.count("blocked_waits")
-                if not self.is_alive():
-                    raise RuntimeError(f"line {self.line} worker is not running") from None
-
     def call(self, fn: Callable[["LineWorker"], object], timeout: float = 120.0) -> object:
         """Run ``fn(self)`` in the worker thread between two parts; its result (or exception)."""
         if not self.is_alive():
@@ -111,6 +81,7 @@ class LineWorker(threading.Thread):
                     break
                 continue
             self.score(part)
+            self.queue.task_done()  # the station waits on queue.join() for replayed parts
         self._run_commands()
         self.flush()
         self.snapshot()
@@ -127,8 +98,7 @@ class LineWorker(threading.Thread):
                 reply.put((False, exc))
 
     def score(self, part: PendingPart) -> None:
-        """Inspect one part and emit the decisions that became ready.
-        Runs in the worker thread (or before it starts, for replayed parts)."""
+        """Inspect one part and emit the decisions that became ready (worker thread)."""
         now = time.monotonic()
         self.busy_since = now
         frames = {s: f for s, f in part.frames.items() if s in self.profile.sensors}
@@ -199,14 +169,14 @@ class LineWorker(threading.Thread):
         t_first, stages = self._stream_ms.pop(decision.part, (None, {}))
         if t_first is not None:
             stages["total"] = (time.monotonic() - t_first) * 1e3
-        header, png = decision_header(self.line, decision, self.inspector.model_digest,
-                                      self.inspector.profile_digest, stages,
-                                      with_map=self.profile.settings.map_output)
-        self.sink.emit(header, png, origin="inspector", drop_frames=False)
+        verdict, png = from_decision(self.line, decision, self.inspector.model_digest,
+                                     self.inspector.profile_digest, stages,
+                                     with_map=self.profile.settings.map_output)
+        self.sink.emit(verdict, png, origin="inspector", drop_frames=False)
 
     def _emit_error(self, part: PendingPart, code: str, message: str) -> None:
         _, stages = self._stream_ms.pop(part.part, (None, {}))
         stages["total"] = (time.monotonic() - part.t_first) * 1e3
-        self.sink.reject(part.line, part.part, part.seq, code, message,
+        self.sink.refuse(part.line, part.part, part.seq, code, message,
                          model=self.inspector.model_digest, profile=self.inspector.profile_digest,
                          latency_ms=stages, modalities=sorted(SENSORS[s] for s in part.frames))

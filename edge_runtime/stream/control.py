@@ -14,6 +14,7 @@ from typing import Callable
 import zmq
 
 from edge_runtime.stream.protocol import ProtocolError, pack, parse_request
+from edge_runtime.stream.sockets import bind
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +24,7 @@ class Control(threading.Thread):
 
     def __init__(self, ctx: zmq.Context, endpoint: str, handler: Callable[[dict], dict]):
         super().__init__(name="control", daemon=True)
-        self._rep = ctx.socket(zmq.REP)
-        self._rep.setsockopt(zmq.LINGER, 500)
-        self._rep.bind(endpoint)
-        self.endpoint = self._rep.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._rep, self.endpoint = bind(ctx, zmq.REP, endpoint, LINGER=500)
         self._handler = handler
         self._stopping = threading.Event()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 import msgpack
 import numpy as np
@@ -180,47 +180,174 @@ def encode_frame(line: str, part: str, seq: int, sensor: str, array: np.ndarray,
 
 # --- verdicts -------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Verdict:
+    """The header of one verdict (protocol v1), checked when it is built.
+
+    score / threshold: None where the part was not scored. window: the references
+    it was scored against. latency_ms: stage -> ms ("total" is first frame to
+    verdict). regions: [x0, y0, x1, y1, peak] boxes on the map. error: {"code",
+    "message"}, required for an ``error`` verdict. vseq: the line's verdict
+    counter, set when the verdict is logged. map_scale / map_shape: present when
+    the map PNG travels with it (pixel p = vmin + p / 255 (vmax - vmin)).
+    """
+
+    line: str
+    part: str
+    seq: int
+    verdict: str
+    score: float | None = None
+    threshold: float | None = None
+    threshold_source: str | None = None
+    modalities: tuple[str, ...] = ()
+    window: int = 0
+    latency_ms: dict = field(default_factory=dict)
+    model: str | None = None
+    profile: str | None = None
+    regions: tuple[tuple[float, ...], ...] = ()
+    ts: float = field(default_factory=time.time)
+    error: dict | None = None
+    vseq: int | None = None
+    map_scale: tuple[float, float] | None = None
+    map_shape: tuple[int, int] | None = None
+    v: int = VERSION
+
+    def __post_init__(self) -> None:
+        def bad(message: str) -> ProtocolError:
+            return ProtocolError("bad_verdict", f"verdict of part {self.part!r} (line {self.line!r}): {message}")
+
+        if self.v != VERSION:
+            raise ProtocolError("version", f"verdict protocol version {self.v!r} is not v{VERSION}")
+        if not all(isinstance(n, str) and n for n in (self.line, self.part)):
+            raise bad("line and part must be non-empty strings")
+        if self.verdict not in VERDICTS:
+            raise bad(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        if not _is_int(self.seq) or not _is_int(self.window) or self.window < 0:
+            raise bad(f"seq and window must be integers, got {self.seq!r}, {self.window!r}")
+        for name in ("score", "threshold", "ts"):
+            value = getattr(self, name)
+            if value is not None and not _is_number(value):
+                raise bad(f"{name} must be a finite number or absent, got {value!r}")
+        if not isinstance(self.latency_ms, dict) or not all(
+                isinstance(k, str) and _is_number(v) for k, v in self.latency_ms.items()):
+            raise bad(f"latency_ms must map stage names to ms, got {self.latency_ms!r}")
+        if self.verdict == "error" and not isinstance(self.error, dict):
+            raise bad("an error verdict needs an 'error' map with code and message")
+        if self.error is not None and not (isinstance(self.error, dict)
+                                           and isinstance(self.error.get("code"), str)
+                                           and isinstance(self.error.get("message"), str)):
+            raise bad(f"error must be a map with 'code' and 'message' strings, got {self.error!r}")
+        if self.vseq is not None and not _is_int(self.vseq):
+            raise bad(f"vseq must be an integer, got {self.vseq!r}")
+        if (self.map_scale is None) != (self.map_shape is None):
+            raise bad("map_scale and map_shape travel together")
+
+    def to_wire(self) -> dict:
+        """The msgpack-ready map; optional fields only when set."""
+        out = {"v": self.v, "line": self.line, "part": self.part, "seq": self.seq, "verdict": self.verdict,
+               "score": self.score, "threshold": self.threshold, "threshold_source": self.threshold_source,
+               "modalities": list(self.modalities), "window": self.window, "latency_ms": dict(self.latency_ms),
+               "model": self.model, "profile": self.profile, "regions": [list(r) for r in self.regions],
+               "ts": self.ts}
+        for name in ("error", "vseq"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        if self.map_scale is not None:
+            out["map_scale"], out["map_shape"] = list(self.map_scale), list(self.map_shape)
+        return out
+
+    @classmethod
+    def from_wire(cls, obj: object) -> "Verdict":
+        """A received header map, checked; raises ProtocolError."""
+        if not isinstance(obj, dict):
+            raise ProtocolError("bad_verdict", f"verdict header must be a map, got {type(obj).__name__}")
+        missing = [k for k in _VERDICT_KEYS if k not in obj]
+        if missing:
+            raise ProtocolError("bad_verdict", "verdict header misses " + ", ".join(missing))
+        unknown = sorted(set(obj) - _VERDICT_FIELDS)
+        if unknown:
+            raise ProtocolError("bad_verdict", "verdict header has unknown fields " + ", ".join(unknown))
+        try:
+            values = {**obj, "modalities": tuple(obj["modalities"]),
+                      "regions": tuple(tuple(r) for r in obj["regions"])}
+            for name in ("map_scale", "map_shape"):
+                if obj.get(name) is not None:
+                    values[name] = tuple(obj[name])
+        except TypeError as exc:
+            raise ProtocolError("bad_verdict", f"verdict header: {exc}") from None
+        return cls(**values)
+
+
+_VERDICT_KEYS = ("v", "line", "part", "seq", "verdict", "score", "threshold", "threshold_source",
+                 "modalities", "window", "latency_ms", "model", "profile", "regions")
+_VERDICT_FIELDS = {f.name for f in fields(Verdict)}
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def verdict_topic(line: str) -> bytes:
     return b"verdict." + line.encode()
 
 
-def pack_verdict(header: dict, map_png: bytes | None = None) -> list[bytes]:
+def pack_verdict(verdict: Verdict, map_png: bytes | None = None) -> list[bytes]:
     """``[topic, header, map?]`` for the PUB socket (and the reject gate)."""
-    check_verdict_header(header)
-    parts = [verdict_topic(header["line"]), msgpack.packb(header, use_bin_type=True)]
+    parts = [verdict_topic(verdict.line), msgpack.packb(verdict.to_wire(), use_bin_type=True)]
     if map_png is not None:
         parts.append(map_png)
     return parts
 
 
-_VERDICT_KEYS = ("v", "line", "part", "seq", "verdict", "score", "threshold", "threshold_source",
-                 "modalities", "window", "latency_ms", "model", "profile", "regions")
-
-
 def check_verdict_header(header: dict) -> dict:
-    """Raise ProtocolError unless ``header`` is a v1 verdict header; return it."""
-    if not isinstance(header, dict):
-        raise ProtocolError("bad_verdict", f"verdict header must be a map, got {type(header).__name__}")
-    missing = [k for k in _VERDICT_KEYS if k not in header]
-    if missing:
-        raise ProtocolError("bad_verdict", "verdict header misses " + ", ".join(missing))
-    if header["v"] != VERSION:
-        raise ProtocolError("version", f"verdict protocol version {header['v']!r} is not v{VERSION}")
-    if header["verdict"] not in VERDICTS:
-        raise ProtocolError("bad_verdict", f"verdict must be one of {VERDICTS}, got {header['verdict']!r}")
-    if header["verdict"] == "error" and not isinstance(header.get("error"), dict):
-        raise ProtocolError("bad_verdict", "an error verdict needs an 'error' map with code and message")
+    """Raise ProtocolError unless ``header`` is a v1 verdict header map; return it."""
+    Verdict.from_wire(header)
     return header
 
 
 def parse_verdict(message: list[bytes]) -> tuple[dict, bytes | None]:
-    """Validate a received verdict ``[topic, header, map?]``: (header, map PNG or None)."""
+    """Validate a received verdict ``[topic, header, map?]``: (header map, map PNG or None)."""
     if len(message) not in (2, 3):
         raise ProtocolError("bad_message", f"a verdict has 2 or 3 parts, got {len(message)}")
     header = check_verdict_header(_unpack(message[1], "verdict header"))
     if message[0] != verdict_topic(header["line"]):
         raise ProtocolError("bad_verdict", f"topic {message[0]!r} does not match line {header['line']!r}")
     return header, (bytes(message[2]) if len(message) == 3 else None)
+
+
+def encode_map(anomaly_map: np.ndarray) -> tuple[bytes, list[float]]:
+    """(H, W) float map -> (8-bit grayscale PNG, [vmin, vmax]).
+
+    Pixel p stands for vmin + p / 255 * (vmax - vmin); a flat map encodes as zeros.
+    """
+    import cv2
+
+    m = np.asarray(anomaly_map, dtype=np.float32)
+    if m.ndim != 2 or m.size == 0:
+        raise ValueError(f"anomaly map must be a non-empty (H, W) array, got shape {m.shape}")
+    if not np.isfinite(m).all():
+        raise ValueError("anomaly map holds NaN or inf")
+    vmin, vmax = float(m.min()), float(m.max())
+    scaled = np.zeros(m.shape, np.uint8) if vmax <= vmin else np.rint((m - vmin) / (vmax - vmin) * 255).astype(np.uint8)
+    ok, buf = cv2.imencode(".png", scaled)
+    if not ok:
+        raise ValueError("OpenCV could not encode the anomaly map as PNG")
+    return buf.tobytes(), [vmin, vmax]
+
+
+def decode_map(png: bytes, scale: list[float]) -> np.ndarray:
+    """Inverse of ``encode_map`` (up to 8-bit quantization): (H, W) float32."""
+    import cv2
+
+    img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise ValueError("verdict map is not a readable PNG")
+    vmin, vmax = scale
+    return (vmin + img.astype(np.float32) / 255.0 * (vmax - vmin)).astype(np.float32)
 
 
 # --- control --------------------------------------------------------------

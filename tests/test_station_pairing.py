@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_runtime.stream.pairing import DuplicateFrame, Frame, Pairer
+from edge_runtime.station.intake import Frame, Pairer
 from edge_runtime.stream.protocol import FrameHeader
 
 BOTH = frozenset({"rgb", "xyz"})
@@ -52,7 +52,7 @@ def test_deadlines_release_parts_with_what_they_have():
 def test_duplicate_frames_are_refused_and_overflow_releases_the_oldest():
     p = Pairer(max_pending=2)
     p.add(frame("a", "rgb"), BOTH, 1.0, 0.0)
-    with pytest.raises(DuplicateFrame):
+    with pytest.raises(ValueError, match="already has a rgb frame"):
         p.add(frame("a", "rgb"), BOTH, 1.0, 0.1)
     p.add(frame("b", "rgb"), BOTH, 1.0, 0.2)
     (oldest,) = p.add(frame("c", "rgb"), BOTH, 1.0, 0.3)
