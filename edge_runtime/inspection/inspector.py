@@ -395,14 +395,15 @@ class LineInspector:
         self.alerts.resettle()
         return parts
 
-    def pin(self, part: str) -> None:
-        """Keep a part among the references for good (a quarantined one joins first)."""
+    def pin(self, part: str) -> list[str]:
+        """Keep a part among the references for good (a quarantined one joins first); returns the pinned parts."""
         if part in self.quarantine:
             self.label(part, "good")
         if not self.window.is_reference(part):
             raise ValueError(f"part {part!r} is not a reference of line {self.name!r}: only references can be pinned")
         self.window.pin(part)
         self._provisional.pop(part, None)
+        return self.window.pinned
 
     def ack_alert(self, alert_id: str) -> Alert:
         try:
