@@ -117,3 +117,24 @@ def test_a_burst_through_the_station_with_and_without_the_guard(tmp_path):
         assert shifted["ok"] and shifted["references"] == line["quarantine"][1:]
         assert shifted["status"]["quarantine"] == [] and first_q in shifted["status"]["pinned"]
         client.close()
+
+
+def test_control_cli_builds_the_feedback_requests_the_protocol_accepts():
+    from edge_runtime.station import ctl
+    from edge_runtime.stream.protocol import ProtocolError, pack, parse_request
+
+    cases = {
+        ("ack-alert", "tile", "ng_rate-3"): {"cmd": "ack_alert", "line": "tile", "id": "ng_rate-3"},
+        ("label", "tile", "p7", "good"): {"cmd": "label", "line": "tile", "part": "p7", "label": "good"},
+        ("accept-shift", "tile"): {"cmd": "accept_shift", "line": "tile"},
+        ("pin", "tile", "p7"): {"cmd": "pin", "line": "tile", "part": "p7"},
+        ("alerts",): {"cmd": "status"},
+    }
+    for argv, expected in cases.items():
+        request = ctl.request_of(ctl.build_parser().parse_args(list(argv)))
+        assert request == expected and parse_request(pack(request)) == expected
+    with pytest.raises(ProtocolError, match="label must be one of"):
+        parse_request(pack({"cmd": "label", "line": "tile", "part": "p7", "label": "bad"}))
+    with pytest.raises(ProtocolError, match="ack_alert needs id"):
+        parse_request(pack({"cmd": "ack_alert", "line": "tile"}))
+    assert "no active alerts" in ctl.alerts_table({"lines": {"tile": {"alerts": []}}})
