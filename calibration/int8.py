@@ -8,8 +8,14 @@ serves them in fixed-size batches; :func:`make_int8_calibrator` wraps them as a
 TensorRT ``IInt8EntropyCalibrator2`` (only where TensorRT imports).
 
 The calibration cache that TensorRT writes is kept beside a small JSON sidecar
-holding a digest of the frames, so a cache made from other frames (another line,
-another preprocessing) is never reused silently.
+holding its key: a digest of the frames, the ONNX graph's sha256 and the TensorRT
+version, so a cache made from other frames (another line, another preprocessing),
+another graph or another TensorRT is never reused silently.
+
+TensorRT swallows exceptions raised inside calibrator callbacks (calibration just
+ends early, or the build "fails"), so every frame is validated before the build
+(:meth:`CalibrationFrames.validate`) and the callbacks record what they raise
+(:class:`CallbackErrors`) for the builder to re-raise after the build.
 """
 from __future__ import annotations
 
@@ -112,6 +118,16 @@ class CalibrationFrames:
             raise ValueError(f"{self.source}: frame {index} is {arr.dtype}, expected float32")
         return arr.astype(np.float32, copy=False)
 
+    def validate(self) -> None:
+        """Read every frame that calibration will use; a bad one is a ValueError naming it.
+
+        Checks shape, dtype and finiteness up front: inside TensorRT's callbacks
+        the same error would be swallowed.
+        """
+        for i in range(len(self) * self.batch_size):
+            if not np.isfinite(self.frame(i)).all():
+                raise ValueError(f"{self.source}: frame {i} contains NaN or infinite values")
+
     def __len__(self) -> int:
         return self.n_frames // self.batch_size
 
@@ -152,24 +168,53 @@ def _sidecar(cache_file: Path) -> Path:
     return cache_file.with_name(cache_file.name + ".json")
 
 
-def read_cache(cache_file: str | os.PathLike, frames_digest: str) -> bytes | None:
-    """The cached calibration bytes if ``cache_file`` exists and was made from these frames, else None."""
+def cache_key(frames_digest: str, onnx_sha256: str, tensorrt_version: str) -> dict:
+    """What a calibration cache depends on: the frames, the graph and the TensorRT that measured them."""
+    return {"frames_digest": frames_digest, "onnx_sha256": onnx_sha256, "tensorrt_version": tensorrt_version}
+
+
+def read_cache(cache_file: str | os.PathLike, key: dict) -> bytes | None:
+    """The cached calibration bytes if ``cache_file`` exists and was made under ``key`` (see cache_key), else None."""
     cache_file = Path(cache_file)
     try:
         meta = json.loads(_sidecar(cache_file).read_text())
         data = cache_file.read_bytes()
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-    if meta.get("frames_digest") != frames_digest or meta.get("bytes") != len(data):
+    if meta.get("key") != key or meta.get("bytes") != len(data):
         return None
     return data
 
 
-def write_cache(cache_file: str | os.PathLike, data: bytes, frames_digest: str) -> None:
-    """Store calibration bytes and their sidecar (frames digest, size), each written atomically."""
+def write_cache(cache_file: str | os.PathLike, data: bytes, key: dict) -> None:
+    """Store calibration bytes and their sidecar (key, size), each written atomically."""
     cache_file = Path(cache_file)
     write_bytes_atomic(cache_file, bytes(data))
-    write_text_atomic(_sidecar(cache_file), json.dumps({"frames_digest": frames_digest, "bytes": len(data)}))
+    write_text_atomic(_sidecar(cache_file), json.dumps({"key": key, "bytes": len(data)}))
+
+
+class CallbackErrors:
+    """Exceptions raised inside callbacks that a C++ caller would swallow, kept to re-raise later.
+
+    ``call(name, fn, *args, fallback=None)`` runs fn; on an exception it records
+    it (the first one wins) and returns ``fallback``, which tells TensorRT to stop.
+    ``raise_first()`` re-raises the first recorded error as a RuntimeError naming the callback.
+    """
+
+    def __init__(self):
+        self.errors: list[tuple[str, BaseException]] = []
+
+    def call(self, name: str, fn, *args, fallback=None):
+        try:
+            return fn(*args)
+        except Exception as exc:  # anything: TensorRT would hide it
+            self.errors.append((name, exc))
+            return fallback
+
+    def raise_first(self) -> None:
+        if self.errors:
+            name, exc = self.errors[0]
+            raise RuntimeError(f"INT8 calibration failed in {name}: {exc}") from exc
 
 
 def tensorrt_available() -> bool:
@@ -181,11 +226,15 @@ def tensorrt_available() -> bool:
     return True
 
 
-def make_int8_calibrator(frames: CalibrationFrames, cache_file: str | os.PathLike):
+def make_int8_calibrator(frames: CalibrationFrames, cache_file: str | os.PathLike, onnx_sha256: str):
     """A TensorRT ``IInt8EntropyCalibrator2`` serving ``frames`` and keeping its cache at ``cache_file``.
 
-    Needs TensorRT and a GPU (device memory through edge_runtime.engines.cuda,
-    no torch). Raises RuntimeError when TensorRT is missing or has no INT8 calibrators.
+    onnx_sha256: digest of the graph being calibrated (part of the cache key with
+    the frames and the TensorRT version). The calibrator's ``errors``
+    (CallbackErrors) hold what its callbacks raised: call ``errors.raise_first()``
+    after the build. Needs TensorRT and a GPU (device memory through
+    edge_runtime.engines.cuda, no torch). Raises RuntimeError when TensorRT is
+    missing or has no INT8 calibrators.
     """
     try:
         import tensorrt as trt
@@ -195,30 +244,34 @@ def make_int8_calibrator(frames: CalibrationFrames, cache_file: str | os.PathLik
     if not hasattr(trt, "IInt8EntropyCalibrator2"):
         raise RuntimeError(f"TensorRT {trt.__version__} has no IInt8EntropyCalibrator2 "
                            "(implicit INT8 calibration was removed); use explicit quantization")
-    return _calibrator_class(trt)(frames, Path(cache_file))
+    return _calibrator_class(trt)(frames, Path(cache_file), onnx_sha256)
 
 
 @cache
 def _calibrator_class(trt):
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        """Feeds batches of a line's frames to TensorRT; reuses a cache made from the same frames."""
+        """Feeds batches of a line's frames to TensorRT; reuses a cache made under the same key."""
 
-        def __init__(self, frames: CalibrationFrames, cache_file: Path):
+        def __init__(self, frames: CalibrationFrames, cache_file: Path, onnx_sha256: str):
             trt.IInt8EntropyCalibrator2.__init__(self)
-            self.frames, self.cache_file = frames, cache_file
+            self.frames, self.cache_file, self.onnx_sha256 = frames, cache_file, onnx_sha256
+            self.errors = CallbackErrors()
             self._buffer = None
-            self._digest = None
+            self._key = None
             frames.reset()
 
-        def digest(self) -> str:
-            if self._digest is None:
-                self._digest = self.frames.digest()
-            return self._digest
+        def key(self) -> dict:
+            if self._key is None:
+                self._key = cache_key(self.frames.digest(), self.onnx_sha256, trt.__version__)
+            return self._key
 
         def get_batch_size(self) -> int:
             return self.frames.batch_size
 
         def get_batch(self, names):
+            return self.errors.call("get_batch", self._batch, names)
+
+        def _batch(self, names):
             if len(names) != 1:
                 raise ValueError(f"INT8 calibration feeds one input tensor, the engine has {list(names)}")
             batch = self.frames.next_batch()
@@ -231,9 +284,9 @@ def _calibrator_class(trt):
             return [self._buffer.ptr]
 
         def read_calibration_cache(self):
-            return read_cache(self.cache_file, self.digest())
+            return self.errors.call("read_calibration_cache", lambda: read_cache(self.cache_file, self.key()))
 
         def write_calibration_cache(self, cache) -> None:
-            write_cache(self.cache_file, bytes(cache), self.digest())
+            self.errors.call("write_calibration_cache", lambda: write_cache(self.cache_file, bytes(cache), self.key()))
 
     return EntropyCalibrator

@@ -16,7 +16,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("edge_runtime.evaluate.cli", "evaluate on MVTec 3D-AD / Eyecandies layouts (batch, replay)"),
     "serve": ("edge_runtime.station.cli", "run the station (ZeroMQ ingest, windows, verdicts)"),
     "demo": ("edge_runtime.station.demo", "simulated sensors + station + subscriber, then a summary"),
-    "control": ("edge_runtime.station.ctl", "operator commands to a running station: status, switch, reset, set-threshold, snapshot, verdicts, shutdown"),
+    "keys": ("edge_runtime.station.keys", "CURVE keys: the station's pair, admitted clients per role (init, add, list, remove)"),
+    "control": ("edge_runtime.station.ctl", "operator commands to a running station: status, switch, reset, set-threshold, clear-threshold, snapshot, verdicts, audit, shutdown"),
     "calibrate": ("calibration.cli", "camera/scanner calibration, decision thresholds"),
 }
 

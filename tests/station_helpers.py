@@ -10,6 +10,8 @@ from pathlib import Path
 import msgpack
 import zmq
 
+from edge_runtime.stream.security import secure_client
+
 # A 3D-only line that the real inspector scores in tens of milliseconds (FPFH on 64 x 64 clouds).
 SMALL_3D = {
     "line": {"modalities": ["3d"], "window": 8, "min_window": 5, "image_size": 64},
@@ -52,40 +54,54 @@ def merged(base: dict, **sections) -> dict:
 
 
 def write_station(root: Path, lines: dict[str, dict], station: dict | None = None,
-                  endpoints: dict | None = None, line_frames: dict | None = None) -> Path:
+                  endpoints: dict | None = None, line_frames: dict | None = None,
+                  http: dict | None = None, security: dict | None = None) -> Path:
     """station.toml + lines/<name>.toml under ``root``; endpoints on free ports unless given;
-    line_frames: line -> its own frame socket ([endpoints.lines])."""
+    line_frames: line -> its own frame socket ([endpoints.lines]); the HTTP server on an
+    ephemeral port (``http`` adds to or replaces ``port = 0``); security: the [security]
+    table (keys_dir, reject_gate)."""
     (root / "lines").mkdir(parents=True, exist_ok=True)
     for name, profile in lines.items():
         (root / "lines" / f"{name}.toml").write_text(toml_doc(profile))
     eps = endpoints or {k: free_endpoint() for k in ("frames", "verdicts", "control")}
     doc = {"station": {"state_dir": str(root / "state"), "snapshot_every": 4, **(station or {})},
-           "endpoints": eps, "lines": {"profiles_dir": "lines", "enabled": list(lines)}}
+           "endpoints": eps, "lines": {"profiles_dir": "lines", "enabled": list(lines)},
+           "http": {"port": 0, **(http or {})}}
     if line_frames:
         doc["endpoints.lines"] = line_frames
+    if security is not None:
+        doc["security"] = security
     path = root / "station.toml"
     path.write_text(toml_doc(doc))
     return path
 
 
 class Client:
-    """Sender (PUSH), subscriber (SUB, all lines) and control (REQ) of one station."""
+    """Sender (PUSH), subscriber (SUB, all lines) and control (REQ) of one station.
 
-    def __init__(self, endpoints: dict):
+    keys: socket name ("frames", "verdicts", "control") -> the client certificate
+    to use on it (``musc-edge keys add --out``), for a station with [security].
+    """
+
+    def __init__(self, endpoints: dict, keys: dict | None = None):
+        self.keys = dict(keys or {})
         self.ctx = zmq.Context()
         self.push = self.ctx.socket(zmq.PUSH)
         self.push.setsockopt(zmq.LINGER, 2000)
+        secure_client(self.push, self.keys.get("frames"))
         self.push.connect(endpoints["frames"])
         self.sub = self.ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"verdict.")
+        secure_client(self.sub, self.keys.get("verdicts"))
         self.sub.connect(endpoints["verdicts"])
         self.control_endpoint = endpoints["control"]
-        self.req = None
 
-    def request(self, obj, timeout_ms: int = 60000) -> dict:
-        """One control request; a fresh REQ socket per call so a timeout cannot wedge it."""
+    def request(self, obj, timeout_ms: int = 60000, key="control") -> dict:
+        """One control request; a fresh REQ socket per call so a timeout cannot wedge it.
+        key: "control" (the one in ``keys``), another certificate path, or None for a plain socket."""
         req = self.ctx.socket(zmq.REQ)
         req.setsockopt(zmq.LINGER, 0)
+        secure_client(req, self.keys.get("control") if key == "control" else key)
         req.connect(self.control_endpoint)
         try:
             req.send(obj if isinstance(obj, bytes) else msgpack.packb(obj))

@@ -6,6 +6,8 @@ import pytest
 
 from calibration.int8 import (
     CalibrationFrames,
+    CallbackErrors,
+    cache_key,
     make_int8_calibrator,
     read_cache,
     tensorrt_available,
@@ -76,20 +78,51 @@ def test_cache_is_reused_only_for_the_same_frames(tmp_path):
     assert a.digest() == CalibrationFrames(tmp_path / "a", 2, SHAPE).digest()
     assert a.digest() != b.digest() and a.digest() != CalibrationFrames(tmp_path / "a", 1, SHAPE).digest()
     cache = tmp_path / "calib.cache"
-    assert read_cache(cache, a.digest()) is None
+    key = cache_key(a.digest(), "onnx-sha-1", "10.3.0")
+    assert read_cache(cache, key) is None
     payload = b"TRT-10-EntropyCalibration2\n" + bytes(range(256))
-    write_cache(cache, payload, a.digest())
-    assert read_cache(cache, a.digest()) == payload
-    assert read_cache(cache, b.digest()) is None
+    write_cache(cache, payload, key)
+    assert read_cache(cache, key) == payload
+    assert read_cache(cache, cache_key(b.digest(), "onnx-sha-1", "10.3.0")) is None
+    assert read_cache(cache, cache_key(a.digest(), "onnx-sha-2", "10.3.0")) is None  # another graph
+    assert read_cache(cache, cache_key(a.digest(), "onnx-sha-1", "10.4.0")) is None  # another TensorRT
     cache.write_bytes(payload[:10])  # truncated behind the sidecar's back
-    assert read_cache(cache, a.digest()) is None
+    assert read_cache(cache, key) is None
+
+
+def test_every_frame_is_validated_before_a_build(tmp_path):
+    write_calibration_frames(_frames(5), tmp_path / "f")
+    frames = CalibrationFrames(tmp_path / "f", 2, SHAPE)
+    frames.validate()
+    bad = _frames(1)[0]
+    bad[0, 3, 3] = np.nan
+    np.save(tmp_path / "f" / "000003.npy", bad)  # written behind write_calibration_frames' back
+    with pytest.raises(ValueError, match="frame 3 contains NaN"):
+        frames.validate()
+    np.save(tmp_path / "f" / "000003.npy", bad[:, :8])
+    with pytest.raises(ValueError, match="frame 3 has shape"):
+        frames.validate()
+    np.save(tmp_path / "f" / "000004.npy", bad)  # the fifth frame is in no full batch: never read
+    np.save(tmp_path / "f" / "000003.npy", _frames(1)[0])
+    frames.validate()
+
+
+def test_callback_errors_are_kept_and_raised_after_the_build():
+    errors = CallbackErrors()
+    assert errors.call("get_batch", lambda n: n + 1, 1) == 2
+    errors.raise_first()  # nothing recorded
+    assert errors.call("get_batch", lambda: 1 / 0, fallback=None) is None
+    assert errors.call("write_calibration_cache", lambda: {}["x"]) is None
+    with pytest.raises(RuntimeError, match="failed in get_batch: division by zero") as info:
+        errors.raise_first()
+    assert isinstance(info.value.__cause__, ZeroDivisionError)
 
 
 @pytest.mark.skipif(tensorrt_available(), reason="checks the message given where TensorRT is missing")
 def test_calibrator_without_tensorrt_says_so(tmp_path):
     write_calibration_frames(_frames(2), tmp_path / "f")
     with pytest.raises(RuntimeError, match="TensorRT"):
-        make_int8_calibrator(CalibrationFrames(tmp_path / "f", 1, SHAPE), tmp_path / "c.cache")
+        make_int8_calibrator(CalibrationFrames(tmp_path / "f", 1, SHAPE), tmp_path / "c.cache", "onnx-sha")
 
 
 @pytest.mark.skipif(not tensorrt_available(), reason="TensorRT (python package `tensorrt`) is not installed here")
@@ -98,11 +131,15 @@ def test_tensorrt_calibrator_serves_batches_and_cache(tmp_path):
 
     write_calibration_frames(_frames(4), tmp_path / "f")
     frames = CalibrationFrames(tmp_path / "f", 2, SHAPE)
-    calibrator = make_int8_calibrator(frames, tmp_path / "c.cache")
+    calibrator = make_int8_calibrator(frames, tmp_path / "c.cache", "onnx-sha")
     assert isinstance(calibrator, trt.IInt8EntropyCalibrator2)
     assert calibrator.get_batch_size() == 2
     assert calibrator.read_calibration_cache() is None
     pointers = [calibrator.get_batch(["images"]) for _ in range(3)]
     assert pointers[0] and pointers[1] and pointers[2] is None
     calibrator.write_calibration_cache(b"cache-bytes")
-    assert make_int8_calibrator(frames, tmp_path / "c.cache").read_calibration_cache() == b"cache-bytes"
+    assert make_int8_calibrator(frames, tmp_path / "c.cache", "onnx-sha").read_calibration_cache() == b"cache-bytes"
+    assert make_int8_calibrator(frames, tmp_path / "c.cache", "other-onnx").read_calibration_cache() is None
+    assert calibrator.get_batch(["a", "b"]) is None  # raised inside the callback: recorded, not lost
+    with pytest.raises(RuntimeError, match="one input tensor"):
+        calibrator.errors.raise_first()

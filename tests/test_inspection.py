@@ -114,9 +114,9 @@ def test_partial_part_is_scored_on_what_it_has_without_joining(extractor, extrac
 def test_operator_threshold_overrides_policy(extractor, extracted):
     inspector = LineInspector(SETTINGS, "tile", extractor=extractor)
     run(inspector, extracted[:SETTINGS.min_window + 2])  # warm (see the warm-up test)
-    inspector.set_threshold(-1.0, "operator")
+    inspector.set_threshold(0.0, "operator")
     decisions = run(inspector, extracted[:SETTINGS.min_window + 4], SETTINGS.min_window + 2)
-    assert [d.verdict for d in decisions] == ["ng", "ng"] and decisions[-1].threshold == -1.0
+    assert [d.verdict for d in decisions] == ["ng", "ng"] and decisions[-1].threshold == 0.0
     assert decisions[-1].threshold_source == "operator" and not decisions[-1].reference
 
 

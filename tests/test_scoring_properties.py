@@ -132,3 +132,30 @@ def test_interpolate_3d_puts_scores_on_foreground_pixels_only():
 def test_bad_input_raises_naming_the_problem(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_kernels_in_several_threads_restore_the_blas_thread_count():
+    """Lines score in parallel threads: the BLAS limit the kernels share is undone only by the last one."""
+    import threading
+
+    from threadpoolctl import threadpool_info
+
+    from edge_runtime.scoring import augment
+    from edge_runtime.scoring.tiles import one_blas_thread, squared_min_distances
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    assert before, "threadpoolctl finds no BLAS under numpy: the kernels could not limit it"
+    z = np.random.default_rng(0).normal(size=(6, 40, 8)).astype(np.float32)
+    left, right = augment(z[0], "left"), augment(z[1:], "right")
+    with one_blas_thread():
+        assert all(n == 1 for n in blas_threads())
+        workers = [threading.Thread(target=squared_min_distances, args=(left, right)) for _ in range(4)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        assert all(n == 1 for n in blas_threads())  # the outer user still holds the limit
+    assert blas_threads() == before

@@ -156,3 +156,23 @@ def test_systematic_burst_puts_the_same_defect_at_the_same_place(tmp_path):
     assert [p["part_index"] for p in meta["parts"] if p["systematic"]] == [2, 3, 4, 5]
     with pytest.raises(SystemExit):
         synth_cli.main(["--out", str(tmp_path), "--classes", "x", "--systematic", "dent", "--burst-start", "2"])
+
+
+def test_fixtured_parts_move_less_than_one_patch():
+    import dataclasses
+
+    from edge_runtime.sim.generator import _part_frame
+    from edge_runtime.sim.products import FIXTURE_GRID, fixtured, line_spec
+
+    spec = fixtured(line_spec("tile", 0, 224))
+    still = dataclasses.replace(spec, pose_shift=0.0, pose_rotation=0.0, size_jitter=0.0)
+    s0, t0 = _part_frame(still, np.random.default_rng(0))
+    patch = spec.image_size / FIXTURE_GRID
+    worst = 0.0
+    for seed in range(30):
+        s, t = _part_frame(spec, np.random.default_rng(seed))
+        worst = max(worst, float(np.hypot(s - s0, t - t0).max() / spec.pixel_pitch))
+    assert 0.3 * patch < worst < patch  # jitter there, but below one patch
+    loose = line_spec("tile", 0, 224)
+    s, t = _part_frame(loose, np.random.default_rng(1))
+    assert np.hypot(s - s0, t - t0).max() / spec.pixel_pitch > patch  # an unfixtured line moves more

@@ -12,14 +12,15 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def test_bench_station_writes_json_table_and_plot(tmp_path):
+    """With --secure: sender and subscriber speak CURVE with throwaway keys."""
     profile = tmp_path / "small.toml"
     profile.write_text(toml_doc({k: v for k, v in SMALL_3D.items() if k != "stream"}))
     out = tmp_path / "out"
     assert main(["--profile", str(profile), "--windows", "6", "--incremental", "24", "--parts", "4",
-                 "--distinct", "6", "--out", str(out)]) == 0
+                 "--distinct", "6", "--out", str(out), "--secure"]) == 0
     doc = json.loads((out / "station.json").read_text())
     (row,) = doc["rows"]
-    assert row["window"] == 6 and row["parts_per_s"] > 0
+    assert row["window"] == 6 and row["curve"] is True and row["parts_per_s"] > 0
     assert all(row[f"latency_p{q}_ms"] > 0 for q in (50, 95, 99))
     assert row["bytes_per_window_part"] > 0
     assert (out / "station.md").is_file() and (out / "station.png").is_file()

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 import cv2
 import msgpack
@@ -123,7 +124,7 @@ def _ports_free(*ports: int) -> bool:
     return True
 
 
-@pytest.mark.skipif(not _ports_free(5555, 5556, 5557), reason="default ports 5555-5557 are in use on this machine")
+@pytest.mark.skipif(not _ports_free(5555, 5556, 5557, 8080), reason="default ports 5555-5557, 8080 are in use on this machine")
 def test_serve_without_config_uses_the_default_endpoints_and_line(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "serve"], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -133,6 +134,9 @@ def test_serve_without_config_uses_the_default_endpoints_and_line(tmp_path):
         assert list(status["lines"]) == ["default"]
         assert status["station"]["endpoints"]["frames"] == "tcp://127.0.0.1:5555"
         assert status["station"]["endpoints"]["verdicts"] == "tcp://127.0.0.1:5556"
+        assert status["station"]["endpoints"]["http"] == "http://127.0.0.1:8080"
+        with urllib.request.urlopen("http://127.0.0.1:8080/healthz", timeout=10) as reply:
+            assert reply.read() == b"ok\n"
         proc.terminate()  # SIGTERM: graceful
         assert proc.wait(60) == 0
         assert (tmp_path / "state" / "station.db").is_file()

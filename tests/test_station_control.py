@@ -39,10 +39,10 @@ def test_status_threshold_reset_snapshot_history(tmp_path, clouds, capsys):
         assert line["latency_ms"]["p50"] > 0 and line["model"] and line["profile"] and line["queue"] == 0
         assert status["station"]["endpoints"]["frames"] == station.endpoints["frames"]
 
-        assert c.request({"cmd": "set_threshold", "line": "tile", "value": -1.0, "source": "operator"})["ok"]
+        assert c.request({"cmd": "set_threshold", "line": "tile", "value": 0.0, "source": "operator"})["ok"]
         send(c, "tile", clouds, 7, 1)
         ((h, png),) = c.verdicts(1)
-        assert (h["threshold"], h["threshold_source"], h["verdict"]) == (-1.0, "operator", "ng")
+        assert (h["threshold"], h["threshold_source"], h["verdict"]) == (0.0, "operator", "ng")
         assert png is not None and len(h["map_scale"]) == 2 and h["regions"]
 
         snap = c.request({"cmd": "snapshot"})

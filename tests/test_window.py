@@ -26,13 +26,15 @@ def make_part(rng: np.random.Generator, modalities) -> PartFeatures:
 
 def batch_scores(window: LineWindow) -> dict[str, dict[str, np.ndarray]]:
     parts = [window.part(p) for p in window.members]
+    match = {"match_radius": window.match_radius, "grid": GRID}
     if window.modalities == ("2d", "3d"):
         s2, s3 = mutual_scores_multimodal(
-            np.stack([p.z2 for p in parts]), np.stack([p.z3 for p in parts]), np.stack([p.point2patch for p in parts])
-        )
+            np.stack([p.z2 for p in parts]), np.stack([p.z3 for p in parts]), np.stack([p.point2patch for p in parts]),
+            **match)
         return {name: {"2d": s2[i], "3d": s3[i]} for i, name in enumerate(window.members)}
     (m,) = window.modalities
-    s = mutual_scores(np.stack([p.features(m) for p in parts]))
+    cells = np.stack([p.point2patch for p in parts]) if m == "3d" else None
+    s = mutual_scores(np.stack([p.features(m) for p in parts]), cells=cells, **match)
     return {name: {m: s[i]} for i, name in enumerate(window.members)}
 
 
@@ -58,6 +60,56 @@ def test_incremental_scores_equal_batch_after_any_arrivals_and_evictions(seed, c
                 got = window.scores(name)
                 for m in modalities:
                     np.testing.assert_allclose(got[m], expect[name][m], atol=1e-5)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    capacity=st.integers(3, 6),
+    arrivals=st.integers(3, 10),
+    modalities=st.sampled_from([("2d",), ("3d",), ("2d", "3d")]),
+    radius=st.integers(0, 2),
+)
+def test_aligned_window_equals_the_batch_rule(seed, capacity, arrivals, modalities, radius):
+    """Aligned matching: the tiled window against whole masked blocks (scoring.aligned), 3D fallbacks included."""
+    rng = np.random.default_rng(seed)
+    window = LineWindow(capacity, modalities, match_radius=radius)
+    for t in range(arrivals):
+        window.add(f"p{t}", make_part(rng, modalities))
+        if len(window) >= 3:
+            expect = batch_scores(window)
+            for name in window.members:
+                got = window.scores(name)
+                for m in modalities:
+                    np.testing.assert_allclose(got[m], expect[name][m], atol=1e-5)
+    outsider = make_part(rng, modalities)
+    pool = [outsider] + [window.part(p) for p in window.members]
+    m = modalities[0]
+    if m == "2d":
+        np.testing.assert_allclose(window.query(outsider, m),
+                                   mutual_scores(np.stack([p.z2 for p in pool]), match_radius=radius, grid=GRID)[0],
+                                   atol=1e-5)
+    restored = LineWindow.from_state(window.state())
+    assert restored.match_radius == radius
+    restored.add("late", make_part(rng, modalities))
+    window.add("late", restored.part("late"))
+    for name in window.members:
+        for mod, s in window.scores(name).items():
+            np.testing.assert_allclose(restored.scores(name)[mod], s, atol=1e-6)
+
+
+def test_aligned_matching_is_local_and_global_matching_is_not():
+    """A patch that matches a reference only far from its own place: found by aligned matching, hidden by global."""
+    rng = np.random.default_rng(3)
+    base = l2_normalize(rng.normal(size=(12, 1, 6)))
+    refs = np.stack([base + 0.01 * rng.normal(size=base.shape) for _ in range(5)])
+    part = base.copy()
+    part[0] = base[11]  # patch (0, 0) looks like patch (2, 3) of every reference
+    pool = l2_normalize(np.concatenate([part[None], refs])).astype(np.float32)
+    glob = mutual_scores(pool)[0]
+    aligned = mutual_scores(pool, match_radius=1, grid=GRID)[0]
+    assert aligned[0] > 10 * glob[0] and aligned[0] == aligned.max()
+    np.testing.assert_allclose(aligned[1:], glob[1:], atol=0.05)
 
 
 def test_eviction_is_oldest_first_and_state_round_trips():

@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(state: Path, queue: int, own_socket: bool):
-    from edge_runtime.station.config import StationConfig, parse_profile
+    from edge_runtime.station.config import HttpSettings, StationConfig, parse_profile
 
     def profile(policy: str):
         return parse_profile({**PROFILE, "stream": {**PROFILE["stream"], "queue": queue, "queue_policy": policy}},
@@ -61,7 +61,7 @@ def _config(state: Path, queue: int, own_socket: bool):
     return StationConfig(lines={"steady": profile("drop_oldest"), "busy": profile("block")},
                          frames="tcp://127.0.0.1:*", verdicts="tcp://127.0.0.1:*", control="tcp://127.0.0.1:*",
                          line_frames={"busy": "tcp://127.0.0.1:*"} if own_socket else {},
-                         state_dir=state, snapshot_every=10**9)
+                         state_dir=state, snapshot_every=10**9, http=HttpSettings(port=0))
 
 
 class _Probe:

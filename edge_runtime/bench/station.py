@@ -11,6 +11,9 @@ through PUSH; verdicts read from SUB. After N parts fill the window:
 - memory per window part: bytes of the line's saved window / its parts; and the
   time one window snapshot takes.
 
+With ``--secure`` (or --keys-dir and client keys) every socket runs CURVE, as
+a secured station does; rows say ``curve``.
+
 Incremental (per N in ``--incremental``): the window's cost of one arrival
 (``LineWindow.add`` + its scores) against recomputing every member's scores from
 scratch (``mutual_scores_multimodal`` / ``mutual_scores`` on the window's features).
@@ -30,6 +33,8 @@ import zmq
 from tqdm import tqdm
 
 from edge_runtime.bench.report import DEFAULT_OUT, write_report
+from edge_runtime.station.keys import add_client_options, client_keys_of
+from edge_runtime.stream.security import STATION_KEY, secure_client
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parts", type=int, default=30, help="measured parts per phase (default 30)")
     p.add_argument("--distinct", type=int, default=24, help="distinct simulated parts, sent in turn (default 24)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (JSON, markdown, PNG; default {DEFAULT_OUT})")
+    add_client_options(p)
     return p
 
 
@@ -64,9 +70,10 @@ def _frames(settings, sim, part: str, seq: int) -> list[list[bytes]]:
     return out
 
 
-def end_to_end(profile, window: int, parts: int, sims: list) -> dict:
-    """One station, one line with window N; warm-up, throughput, latency, memory."""
-    from edge_runtime.station.config import StationConfig, StreamSettings
+def end_to_end(profile, window: int, parts: int, sims: list, keys: tuple = (None, None, None)) -> dict:
+    """One station, one line with window N; warm-up, throughput, latency, memory.
+    keys: (keys folder, sensor certificate, subscriber certificate), or Nones for no CURVE."""
+    from edge_runtime.station.config import HttpSettings, StationConfig, StreamSettings
     from edge_runtime.station.service import Station
     from edge_runtime.station.worker import LineWorker
 
@@ -74,12 +81,17 @@ def end_to_end(profile, window: int, parts: int, sims: list) -> dict:
                                    decision_delay=0)
     line = dataclasses.replace(profile, settings=settings, stream=StreamSettings(pair_timeout_ms=30000, queue=8))
     with tempfile.TemporaryDirectory(prefix="musc-edge-bench-") as state:
+        keys_dir, sensor_key, subscriber_key = keys
         config = StationConfig(lines={"bench": line}, frames="tcp://127.0.0.1:*", verdicts="tcp://127.0.0.1:*",
-                               control="tcp://127.0.0.1:*", state_dir=Path(state), snapshot_every=10**9)
+                               control="tcp://127.0.0.1:*", state_dir=Path(state), snapshot_every=10**9,
+                               http=HttpSettings(port=0), keys_dir=keys_dir)
+        station_key = keys_dir / STATION_KEY if keys_dir else None
         station = Station(config)
         station.start()
         ctx = zmq.Context()
         push, sub = ctx.socket(zmq.PUSH), ctx.socket(zmq.SUB)
+        secure_client(push, sensor_key, station_key)
+        secure_client(sub, subscriber_key, station_key)
         push.connect(station.endpoints["frames"])
         sub.setsockopt(zmq.SUBSCRIBE, b"verdict.bench")
         sub.connect(station.endpoints["verdicts"])
@@ -129,7 +141,7 @@ def end_to_end(profile, window: int, parts: int, sims: list) -> dict:
             ctx.destroy(linger=0)
             station.request_stop()
             station.stop()
-    return {"window": window, "parts_per_s": rate, "latency_p50_ms": float(np.percentile(latency, 50)),
+    return {"window": window, "curve": keys_dir is not None, "parts_per_s": rate, "latency_p50_ms": float(np.percentile(latency, 50)),
             "latency_p95_ms": float(np.percentile(latency, 95)), "latency_p99_ms": float(np.percentile(latency, 99)),
             "bytes_per_window_part": window_bytes / max(fill, 1), "snapshot_ms": snapshot_ms}
 
@@ -194,10 +206,21 @@ def main(argv: list[str]) -> int:
     if any(n < 5 for n in args.windows + args.incremental):
         print("musc-edge bench station: window sizes must be >= 5", file=sys.stderr)
         return 2
+    with tempfile.TemporaryDirectory(prefix="musc-edge-bench-keys-") as scratch:
+        try:
+            keys = client_keys_of(args, Path(scratch))
+        except (OSError, ValueError) as exc:
+            print(f"musc-edge bench station: {exc}", file=sys.stderr)
+            return 2
+        return measure(args, profile, keys)
+
+
+def measure(args: argparse.Namespace, profile, keys: tuple) -> int:
+    """The runs ``main`` asked for; writes and prints the report."""
     sims = _sim_parts(profile.settings, args.distinct)
     rows = []
     for n in args.windows:
-        rows.append(end_to_end(profile, n, args.parts, sims))
+        rows.append(end_to_end(profile, n, args.parts, sims, keys))
         print(f"N={n}: {rows[-1]['parts_per_s']:.2f} parts/s, latency p50 {rows[-1]['latency_p50_ms']:.0f} ms",
               flush=True)
     inc = []
@@ -208,7 +231,7 @@ def main(argv: list[str]) -> int:
     extra = {"profile": profile.source, "settings": profile.settings.to_dict(), "incremental": inc,
              "parts_per_phase": args.parts, "note": "station in-process, sender/subscriber on loopback TCP"}
     paths = write_report(args.out, "station", rows,
-                         ["window", "parts_per_s", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
+                         ["window", "curve", "parts_per_s", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
                           "bytes_per_window_part", "snapshot_ms"], extra=extra,
                          plot={"x": "window", "y": ["latency_p50_ms", "latency_p95_ms", "latency_p99_ms"],
                                "title": "station end to end (CPU)", "xlabel": "window N", "ylabel": "ms"})

@@ -76,6 +76,19 @@ class Engine:
         to their centre and (B, G, 3) -> list over layers of float32 (B, G, C_l).
         Wrong count, shape or non-finite values are a ValueError.
         """
+        return [np.asarray(out, dtype=np.float32) for out in self._runner.run(self._feeds(inputs))]
+
+    def run_device(self, *inputs: np.ndarray, xp=np, device_type: str = "cpu", device_id: int = 0) -> list:
+        """``run``, the outputs left where ONNX Runtime computed them (xp arrays, e.g. cupy on "cuda").
+
+        ONNX Runtime runners only (I/O binding + DLPack); a native TensorRT engine is a ValueError.
+        """
+        if not hasattr(self._runner, "run_bound"):
+            raise ValueError(f"{self.manifest.name}: {self.provider} cannot hand outputs over on the device")
+        return self._runner.run_bound(self._feeds(inputs), xp, device_type, device_id)
+
+    def _feeds(self, inputs) -> dict[str, np.ndarray]:
+        """The inputs checked against the manifest, by graph input name."""
         m = self.manifest
         if len(inputs) != len(m.input_names):
             raise ValueError(f"{m.name} takes {len(m.input_names)} input(s) {m.input_names}, got {len(inputs)}")
@@ -91,7 +104,7 @@ class Engine:
             if not np.isfinite(array).all():
                 raise ValueError(f"{m.name}: input {name} contains NaN or infinite values")
             feeds[name] = array
-        return [np.asarray(out, dtype=np.float32) for out in self._runner.run(feeds)]
+        return feeds
 
     def preprocess_rgb(self, rgb: np.ndarray) -> np.ndarray:
         """RGB uint8 (H, W, 3) or (B, H, W, 3) -> float32 (B, 3, S, S) as this encoder expects
@@ -120,6 +133,7 @@ def load_engine(
     providers: list[str] | None = None,
     allow_onnx_fallback: bool = True,
     threads: int | None = None,
+    gpu: bool = False,
 ) -> Engine:
     """Load the encoder a manifest describes.
 
@@ -133,6 +147,8 @@ def load_engine(
     another GPU or TensorRT version, or no TensorRT/GPU), run the ONNX file
     instead; False makes that a ManifestMismatch (or EngineUnavailable).
     threads: ONNX Runtime intra-op threads (None = its default).
+    gpu: the profile asked for a GPU; running ONNX Runtime without a GPU
+    execution provider is then a WARNING saying why (see choose_providers).
 
     Missing files raise FileNotFoundError saying how to create them; a file
     whose sha256 differs from the manifest raises ManifestMismatch.
@@ -150,7 +166,7 @@ def load_engine(
         engine_path = _verify_file(manifest_path, manifest.engine.path, manifest.engine.sha256, "TensorRT engine")
         try:
             return Engine(manifest, TensorRTRunner(engine_path, manifest.engine, manifest.output_names))
-        except (ManifestMismatch, EngineUnavailable) as e:
+        except (ManifestMismatch, EngineUnavailable) as e:  # CUDA errors arrive as EngineUnavailable
             if not allow_onnx_fallback:
                 raise
             fallback_reason = str(e)
@@ -159,7 +175,7 @@ def load_engine(
     ort_providers = [p for p in order if p != NATIVE]
     if not ort_providers:
         raise ValueError(f"{manifest.name}: no ONNX Runtime execution provider requested (providers={order})")
-    runner = OnnxRunner(onnx_path, choose_providers(ort_providers), manifest.output_names, threads,
+    runner = OnnxRunner(onnx_path, choose_providers(ort_providers, gpu_expected=gpu), manifest.output_names, threads,
                         trt_fp16=manifest.precision != "fp32" and manifest.onnx.precision == "fp32")
     return Engine(manifest, runner, fallback_reason)
 

@@ -124,3 +124,14 @@ class Stream:
 
     def synchronize(self) -> None:
         _check(self._lib, self._lib.cuStreamSynchronize(self._stream), "cuStreamSynchronize")
+
+    def destroy(self) -> None:
+        if self._stream.value:
+            self._lib.cuStreamDestroy_v2(self._stream)
+            self._stream = ctypes.c_void_p()
+
+    def __del__(self):
+        try:
+            self.destroy()
+        except Exception:  # interpreter shutdown: the driver may already be gone
+            pass

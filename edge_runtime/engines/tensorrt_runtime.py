@@ -41,24 +41,36 @@ def check_engine_target(entry: EngineFile, target: dict) -> None:
 
 
 class TensorRTRunner:
-    """Deserializes an engine and runs it on device 0 with device buffers it owns."""
+    """Deserializes an engine and runs it on device 0 with device buffers and a stream it owns.
+
+    Anything that keeps the engine from running here (no tensorrt, no GPU, a CUDA
+    driver error, no execution context) is an EngineUnavailable, so the caller can
+    fall back to the ONNX file. ``close()`` releases the device memory and stream.
+    """
 
     def __init__(self, path: Path, entry: EngineFile, output_names: list[str]):
         check_engine_target(entry, runtime_target())  # EngineUnavailable without tensorrt or GPU
         import tensorrt as trt
 
         self._trt = trt
-        cuda.use_device(0)
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
-        self.engine = self._runtime.deserialize_cuda_engine(Path(path).read_bytes())
-        if self.engine is None:
-            raise ManifestMismatch(f"TensorRT could not deserialize {path}; rebuild it on this machine")
-        self.context = self.engine.create_execution_context()
+        self._buffers: dict[str, cuda.DeviceBuffer] = {}
+        self._stream = None
+        try:
+            cuda.use_device(0)
+            self._logger = trt.Logger(trt.Logger.WARNING)
+            self._runtime = trt.Runtime(self._logger)
+            self.engine = self._runtime.deserialize_cuda_engine(Path(path).read_bytes())
+            if self.engine is None:
+                raise ManifestMismatch(f"TensorRT could not deserialize {path}; rebuild it on this machine")
+            self.context = self.engine.create_execution_context()
+            if self.context is None:
+                raise EngineUnavailable(f"TensorRT could not create an execution context for {path} "
+                                        "(device memory exhausted?)")
+            self._stream = cuda.Stream()
+        except cuda.CudaError as e:
+            raise EngineUnavailable(f"CUDA error while loading {path}: {e}") from e
         self.max_batch = entry.max_batch
         self.provider = "tensorrt-native"
-        self._stream = cuda.Stream()
-        self._buffers: dict[str, cuda.DeviceBuffer] = {}
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         engine_outputs = {n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT}
         if engine_outputs != set(output_names):
@@ -93,3 +105,18 @@ class TensorRTRunner:
             raise RuntimeError("TensorRT execution failed")
         self._stream.synchronize()
         return [self._buffers[name].download(out) for name, out in results]
+
+    def close(self) -> None:
+        """Free the device buffers and destroy the stream (also done when collected)."""
+        for buf in self._buffers.values():
+            buf.free()
+        self._buffers.clear()
+        if self._stream is not None:
+            self._stream.destroy()
+            self._stream = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: the driver may already be gone
+            pass

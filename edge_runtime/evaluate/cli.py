@@ -29,6 +29,7 @@ def main(argv: list[str]) -> int:
                     help="replay: only parts decided ok become references (on), or every part joins (off)")
     ap.add_argument("--overlays", type=int, default=6, help="anomaly-map pictures per class")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--match-radius", type=int, help="aligned matching for fixtured parts (patches); default global")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
 
@@ -37,6 +38,7 @@ def main(argv: list[str]) -> int:
         modalities=tuple(mods), encoder_2d=args.encoder2d, encoder_3d=args.encoder3d, image_size=args.image_size,
         groups=args.groups, group_size=args.group_size, pooling_3d=args.pooling_3d, window=max(args.window + [8]),
         guard=args.guard == "on",
+        match_radius=args.match_radius,
     )
     combos = [Combination(m, "batch") for m in args.modality if "batch" in args.mode]
     combos += [Combination(m, "replay", w) for m in args.modality if "replay" in args.mode for w in args.window]

@@ -92,7 +92,8 @@ def run_batch(data: ClassData, combo: Combination, settings: InspectionSettings,
         if len(idx) < 3:  # a tail too small to score joins the previous pool
             idx = order[max(0, n - size) :]
         pool = [data.features[i].only(combo.modalities) for i in idx]
-        m, _, s = score_pool(pool, combo.modalities, settings.interval, settings.k_list, settings.map_sigma)
+        m, _, s = score_pool(pool, combo.modalities, settings.interval, settings.k_list, settings.map_sigma,
+                             settings.match_radius)
         maps[idx], scores[idx] = m, s
     return maps, scores, np.ones(n, bool)
 

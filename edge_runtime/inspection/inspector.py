@@ -153,7 +153,8 @@ class LineInspector:
         """Forget every part (the window starts cold, but for its golden references);
         an operator's threshold and the active alerts stay."""
         s = self.settings
-        self.window = LineWindow(s.window, s.modalities, s.interval, spare=s.decision_delay + 1)
+        self.window = LineWindow(s.window, s.modalities, s.interval, match_radius=s.match_radius, device=s.device,
+                                 spare=s.decision_delay + 1)
         self._scored: dict[str, _Scored] = {}
         self._pending: list[_Pending] = []
         self._provisional: dict[str, int] = {}  # references taken while warming up -> seq, not yet re-judged
@@ -166,6 +167,10 @@ class LineInspector:
     def set_threshold(self, value: float, source: str = "fixed") -> None:
         self.threshold.override(value, source)
 
+    def clear_threshold(self) -> None:
+        """Drop an operator's threshold: the profile's policy decides again."""
+        self.threshold.clear()
+
     def status(self) -> dict:
         value, source = self.threshold.current()
         return {"window": len(self.window.reference_ids), "capacity": self.window.capacity,
@@ -173,7 +178,9 @@ class LineInspector:
                 "threshold_source": source, "modalities": list(self.settings.modalities),
                 "guard": self.settings.guard, "pinned": self.window.pinned, "quarantine": list(self.quarantine),
                 "threshold_history": [list(h) for h in self.threshold_history],
-                "alerts": [a.header() for a in self.alerts.active.values()]}
+                "alerts": [a.header() for a in self.alerts.active.values()],
+                # a guarded line's references (what the dashboard's label and accept_shift act on)
+                **({"references": len(self.window.reference_ids)} if self.settings.guard else {})}
 
     # -- arrivals -----------------------------------------------------------
 
@@ -448,7 +455,7 @@ class LineInspector:
         if meta["profile"] != self.profile_digest:
             raise ValueError(f"saved state of line {self.name!r} was made with profile {meta['profile']}, "
                              f"not the current {self.profile_digest}: reset the line to start cold")
-        self.window = LineWindow.from_state(state)
+        self.window = LineWindow.from_state(state, self.settings.device)
         self._scored = {}
         for i, (n, image) in enumerate(meta["scored"].items()):
             self._scored[n] = _Scored(image, {k: state[f"salient{i}_{k}"] for k in image})

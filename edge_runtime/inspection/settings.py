@@ -11,6 +11,9 @@ import json
 from dataclasses import dataclass, field
 
 from edge_runtime.inspection.alerts import AlertSettings
+from edge_runtime.inspection.device import parse_device
+from edge_runtime.inspection.threshold import check_threshold_table
+from edge_runtime.scoring.aligned import check_radius
 
 MODALITIES = ("2d", "3d")
 
@@ -31,6 +34,10 @@ class InspectionSettings:
     believed good); min_window: with fewer references verdicts are
     inconclusive (mutual scoring needs >= 5 references).
     decision_delay: later parts a verdict waits for (0 = decide on arrival).
+    match_radius: None (global matching) or r >= 0 (aligned matching for
+    fixtured parts: a patch meets only reference patches within r cells).
+    device: "cpu", or "cuda" / "cuda:N": the window's distance work on that GPU
+    (CuPy) and the encoders on ONNX Runtime's GPU providers (a WARNING when missing).
     threshold: the [threshold] table, read by calibration.thresholds.
     guard ([guard] enabled): only parts decided ok become references, ng parts
     go to a quarantine of ``quarantine`` parts; off, every part joins (plain
@@ -50,6 +57,8 @@ class InspectionSettings:
     min_window: int = 8
     decision_delay: int = 0
     interval: float = 0.3
+    match_radius: int | None = None
+    device: str = "cpu"
     k_list: tuple[int, ...] = (1, 7)
     groups: int = 1024
     group_size: int = 64
@@ -86,14 +95,18 @@ class InspectionSettings:
             raise ValueError(f"decision_delay must be in [0, window), got {self.decision_delay}")
         if not 0.0 < self.interval <= 1.0:
             raise ValueError(f"interval must be in (0, 1], got {self.interval}")
+        if self.match_radius is not None:
+            check_radius(self.match_radius)
+            if parse_device(self.device)[0] != "cpu":
+                raise ValueError(f"match_radius (aligned matching) runs on the CPU; device is {self.device!r}")
+        parse_device(self.device)
         if not self.k_list or any(k < 1 for k in self.k_list):
             raise ValueError(f"k_list must hold positive neighbour counts, got {self.k_list}")
         if self.groups < 8 or self.group_size < 8:
             raise ValueError(f"groups and group_size must be >= 8, got {self.groups}, {self.group_size}")
         if self.plane_distance <= 0:
             raise ValueError(f"plane_distance must be > 0 metres, got {self.plane_distance}")
-        if "policy" not in self.threshold:
-            raise ValueError("threshold table needs a 'policy' key")
+        check_threshold_table(self.threshold)
         if isinstance(self.quarantine, bool) or not isinstance(self.quarantine, int) or self.quarantine < 0:
             raise ValueError(f"[guard] quarantine must be an integer >= 0, got {self.quarantine!r}")
         AlertSettings.from_table(self.alerts)  # names a bad key or value

@@ -4,29 +4,64 @@ Unlabeled policies ("mad", "quantile") are refitted on the window's re-scored
 values at every decision, so the threshold follows the line. Policies with a
 stored value ("fixed", and "labelled-*" values written by `musc-edge calibrate
 threshold`) apply as they are. An operator's `set_threshold` overrides both
-until the next one.
+until `clear_threshold` (or the next `set_threshold`).
+
+A threshold someone sets (an operator's value, a profile's stored value) must
+lie in ``THRESHOLD_RANGE``: a part's score is the maximum of its anomaly map,
+whose pixels are interval means of distances between L2-normalized features
+(each in [0, 2]); the 2D+3D map is the sum of the two, and re-scoring maps
+scores back into the range they came from. A value beyond 4 would pass every
+part, a negative one fail every part.
 """
 from __future__ import annotations
+
+import logging
+import math
 
 import numpy as np
 
 from calibration.thresholds import ThresholdPolicy
 
+log = logging.getLogger(__name__)
+
 UNLABELED = ("mad", "quantile")
+THRESHOLD_RANGE = (0.0, 4.0)
+
+
+def check_threshold(value, what: str = "threshold") -> float:
+    """``value`` as a float, or ValueError unless it is a finite number in THRESHOLD_RANGE."""
+    lo, hi = THRESHOLD_RANGE
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+            or not math.isfinite(value) or not lo <= value <= hi:
+        raise ValueError(f"{what} must be a finite number in [{lo:g}, {hi:g}] (the range of scores), "
+                         f"got {str(value)[:32]}")
+    return float(value)
+
+
+def check_threshold_table(table: dict) -> ThresholdPolicy:
+    """A profile's [threshold] table as a policy; its stored values must be in THRESHOLD_RANGE."""
+    policy = ThresholdPolicy.from_table(table)
+    for value in (policy.value, policy.params.get("value")):
+        if value is not None:
+            check_threshold(value, "[threshold] value")
+    return policy
 
 
 class LineThreshold:
     """table : the profile's [threshold] table, e.g. {"policy": "mad", "k": 6}."""
 
     def __init__(self, table: dict):
-        self.policy = ThresholdPolicy.from_table(table)
+        self.policy = check_threshold_table(table)
         self._override: tuple[float, str] | None = None
         self._last: tuple[float | None, str] = (None, self.policy.policy)
 
     def override(self, value: float, source: str = "fixed") -> None:
-        if not np.isfinite(value):
-            raise ValueError(f"threshold must be a finite number, got {value}")
-        self._override = (float(value), str(source))
+        self._override = (check_threshold(value), str(source))
+
+    def clear(self) -> None:
+        """Back to the profile's policy."""
+        self._override = None
+        self._last = (None, self.policy.policy)
 
     def current(self) -> tuple[float | None, str]:
         """The threshold last used (or set) and its source."""
@@ -52,5 +87,12 @@ class LineThreshold:
         return {"override": list(self._override) if self._override else None, "last": list(self._last)}
 
     def load_state(self, state: dict) -> None:
-        self._override = tuple(state["override"]) if state.get("override") else None
+        override = tuple(state["override"]) if state.get("override") else None
+        if override is not None:
+            try:
+                check_threshold(override[0], "saved operator threshold")
+            except ValueError as exc:  # written before the range was enforced: the policy applies
+                log.warning("%s; dropped, the profile's policy applies", exc)
+                override = None
+        self._override = override
         self._last = tuple(state.get("last") or (None, self.policy.policy))

@@ -6,7 +6,13 @@ When a part arrives, one distance block per member gives both its own rows and
 its column in every member's rows (O(N) blocks); when a part leaves, its slot is
 reused and its column no longer counts. Scores are then read off the rows, so
 they always equal the batch functions (`mutual_scores`, and CAE for 2D+3D)
-recomputed on the window's current contents.
+recomputed on the window's current contents, under the same matching rule:
+global, or aligned (``match_radius``: fixtured parts, see scoring.aligned).
+
+The distance work runs on the host (scoring.tiles, cache tiles on worker
+threads) or, with ``device = "cuda:N"``, on a GPU: the features and rows then
+stay there (CuPy) and only the scored part's rows come back to the host for
+CAE. Aligned matching runs on the host.
 
 Membership: a member is a reference (what the others are scored against) or
 a candidate (a part waiting for its verdict, scored against the references
@@ -19,22 +25,39 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from edge_runtime.inspection.device import array_module, on_device, parse_device, to_host
 from edge_runtime.inspection.part import PartFeatures
-from edge_runtime.scoring import DEFAULT_BUDGET, augment, enhance, interval_mean, min_distances
+from edge_runtime.scoring import DEFAULT_BUDGET, augment, enhance, interval_mean
 from edge_runtime.scoring._checks import check_interval
+from edge_runtime.scoring.aligned import (
+    HALO_COPIES,
+    aligned_squared_min_distances,
+    check_radius,
+    fill_unmatched,
+    gather,
+    halo_members,
+    halo_positions,
+    halo_side,
+    halo_slots,
+)
+from edge_runtime.scoring.tiles import GPU_BUDGET, distances, squared_min_distances
 
 
 class LineWindow:
     """The references of one line (at most ``capacity``) and the candidates being decided.
 
     capacity : N references. modalities : ("2d",), ("3d",) or ("2d", "3d");
-    2D+3D scores use cross-modal enhancement. interval : fraction of references
-    averaged. budget : bytes of distance block materialised at once.
-    spare : room for candidates beyond the N references.
+    2D+3D scores use cross-modal enhancement. interval : fraction of references averaged.
+    budget : bytes of distance tile one worker holds at once (on a GPU: of one
+        distance block; default DEFAULT_BUDGET on the host, GPU_BUDGET on a GPU).
+    match_radius : None (global matching) or r: a patch meets only reference
+        patches within r cells (3D centres by point2patch); parts need a grid.
+    device : "cpu" or "cuda[:N]" (CuPy; global matching only).
+    spare : room for candidates beyond the N references (slots = capacity + spare).
     """
 
-    def __init__(self, capacity: int, modalities: Sequence[str], interval: float = 0.3, budget: int = DEFAULT_BUDGET,
-                 spare: int = 0):
+    def __init__(self, capacity: int, modalities: Sequence[str], interval: float = 0.3, budget: int | None = None,
+                 match_radius: int | None = None, device: str = "cpu", spare: int = 0):
         if capacity < 2:
             raise ValueError(f"window capacity must be >= 2, got {capacity}")
         self.capacity = int(capacity)
@@ -42,16 +65,27 @@ class LineWindow:
         self.slots = self.capacity + self.spare
         self.modalities = tuple(modalities)
         self.interval = check_interval(interval)
-        self.budget = budget
+        on_gpu = parse_device(device)[0] != "cpu"
+        self.budget = int(budget or (GPU_BUDGET if on_gpu else DEFAULT_BUDGET))
+        self.match_radius = None if match_radius is None else check_radius(match_radius)
+        self.device = device
+        if self.match_radius is not None and on_gpu:
+            raise ValueError(f"aligned matching (match_radius) runs on the CPU, not on {device!r}")
+        self._xp = array_module(device)
         self._order: list[str] = []  # members, oldest first
         self._slot: dict[str, int] = {}
         self._references: set[str] = set()
         self._pinned: set[str] = set()  # references never evicted (golden parts, an operator's pins)
         self._parts: list[PartFeatures | None] = [None] * self.slots
-        # modality -> (n_layers, capacity, L, C + 2) float32: members' features, augmented once
-        # on arrival so each later arrival is one GEMM against this contiguous buffer
-        self._right: dict[str, np.ndarray] = {}
-        self._rows: dict[str, np.ndarray] = {}  # modality -> (n_layers, capacity, L, capacity) float32
+        # modality -> (n_layers, slots, L, C + 2) float32 (on the window's device): members' features,
+        # augmented once on arrival so each later arrival reads this contiguous buffer
+        self._right: dict = {}
+        self._rows: dict = {}  # modality -> (n_layers, slots, L, slots) float32, same device
+        # Aligned matching: modality -> each member's items per tile halo (scoring.aligned)
+        self._halo: dict[str, np.ndarray] = {}  # (n_layers, T, slots, K, C + 2) float32
+        self._halo_pos: dict[str, np.ndarray] = {}  # (T, slots, K) int16 halo_positions
+        self._halo_slots: dict[str, np.ndarray] = {}  # (slots, L, HALO_COPIES) int32
+        self._grid: tuple[int, int] | None = None  # the parts' patch grid (aligned matching)
 
     def __len__(self) -> int:
         return len(self._order)
@@ -97,7 +131,7 @@ class LineWindow:
         slot = next(s for s in range(self.slots) if self._parts[s] is None)
         others = np.array([self._slot[p] for p in self._order], dtype=np.int64)
         for m in self.modalities:
-            self._insert(m, slot, others, features.features(m))
+            self._insert(m, slot, others, features)
         self._parts[slot] = features
         self._slot[part] = slot
         self._order.append(part)
@@ -134,17 +168,92 @@ class LineWindow:
         self.remove(evicted)
         return evicted
 
-    def _insert(self, modality: str, slot: int, others: np.ndarray, z: np.ndarray) -> None:
-        """Fill ``slot`` with z (L, n_layers, C): its rows and its column in the other members' rows."""
-        right, rows = self._right[modality], self._rows[modality]
-        rows[:, slot, :, slot] = np.inf  # a part is not its own reference
-        for layer in range(z.shape[1]):
+    def _insert(self, modality: str, slot: int, others: np.ndarray, features: PartFeatures) -> None:
+        """Fill ``slot`` with the part's features: its rows and its column in the other members' rows."""
+        z = features.features(modality)  # (L, n_layers, C)
+        rows, xp = self._rows[modality], self._xp
+        cells = self._cells(modality, features)
+        index = xp.asarray(others)
+        with on_device(xp, self.device):
+            rows[:, slot, :, slot] = np.inf  # a part is not its own reference
             if others.size:
-                # Against the whole buffer: no gather copy; unused slots' columns are never read.
-                to_refs, from_refs = min_distances(z[:, layer], right[layer], self.budget, augmented=True)
-                rows[layer, slot][:, others] = to_refs[:, others]
-                rows[layer, others, :, slot] = from_refs[others]
-            right[layer, slot] = augment(z[:, layer], "right")
+                for layer in range(z.shape[1]):
+                    to_refs, from_refs = self._distances(modality, z[:, layer], cells, layer, others)
+                    rows[layer, slot][:, index] = to_refs
+                    rows[layer, index, :, slot] = from_refs
+            self._store(modality, slot, z, cells)
+
+    def _store(self, modality: str, slot: int, z: np.ndarray, cells: np.ndarray | None) -> None:
+        """Keep z (L, n_layers, C) in ``slot`` as a reference: augmented, and laid out per tile halo when aligned."""
+        right = self._right[modality]
+        right[:, slot] = augment(z.transpose(1, 0, 2), "right", self._xp)
+        if cells is not None:
+            halo = self._grow_halo(modality, cells, slot)
+            self._halo[modality][:, :, slot] = gather(to_host(right[:, slot]).transpose(1, 0, 2), halo).transpose(2, 0, 1, 3)
+
+    def _distances(self, modality: str, z: np.ndarray, cells: np.ndarray | None, layer: int,
+                   slots: np.ndarray) -> tuple:
+        """z (L, C) against the members in ``slots``, one layer: (L, R) and (R, L2) distances.
+
+        Global matching on the window's device; with cells (aligned matching) on the host.
+        """
+        xp, right = self._xp, self._right[modality][layer]
+        left = augment(z, "left", xp)
+        if cells is None:
+            return distances(*squared_min_distances(left, right, slots, self.budget, xp=xp), xp=xp)
+        # 2D patches: every member has the same layout, so one row of positions serves all (a smaller mask)
+        halo_pos = self._halo_pos[modality][:, :1] if modality == "2d" else self._halo_pos[modality]
+        to_refs, from_refs = aligned_squared_min_distances(
+            left, cells, self._halo[modality][layer], halo_pos, self._halo_slots[modality],
+            self._grid, self.match_radius)
+        to_refs, from_refs = to_refs[:, slots], from_refs[slots]
+        fill_unmatched(to_refs, from_refs, left, lambda j: right[slots[j]])
+        return distances(to_refs, from_refs)
+
+    def _cells(self, modality: str, features: PartFeatures) -> np.ndarray | None:
+        """Each item's grid cell for aligned matching (2D: its patch; 3D: point2patch), None for global."""
+        if self.match_radius is None:
+            return None
+        if features.grid is None:
+            raise ValueError("aligned matching (match_radius) needs parts with a patch grid")
+        grid = tuple(features.grid)
+        if self._grid not in (None, grid):
+            raise ValueError(f"part grid {grid} differs from the window's {self._grid}")
+        self._grid = grid
+        if modality == "2d":
+            return np.arange(grid[0] * grid[1])
+        return np.asarray(features.point2patch, dtype=np.int64)
+
+    def _grow_halo(self, modality: str, cells: np.ndarray, slot: int) -> np.ndarray:
+        """Lay out ``slot``'s halo cells and slots; widen every member's halo when this part needs more room.
+
+        Returns the part's (T, K) halo members (item indices, -1 = padding).
+        """
+        k = self._halo[modality].shape[3] if modality in self._halo else None
+        members = halo_members(cells, self._grid, self.match_radius, k)
+        n_layers, _, l, d = self._right[modality].shape
+        t, width = members.shape
+        if k is None or width > k:
+            halo = np.zeros((n_layers, t, self.slots, width, d), np.float32)
+            halo_pos = np.full((t, self.slots, width), halo_side(self.match_radius) ** 2, np.int16)
+            if k is not None:
+                halo[:, :, :, :k] = self._halo[modality]
+                halo_pos[:, :, :k] = self._halo_pos[modality]
+                # the flat positions t * K + k of every member move with the new K
+                old = self._halo_slots[modality]
+                tile, pos = np.divmod(old, k)
+                self._halo_slots[modality] = np.where(old == t * k, t * width, tile * width + pos).astype(np.int32)
+            else:
+                self._halo_slots[modality] = np.full((self.slots, l, HALO_COPIES), t * width, np.int32)
+            self._halo[modality], self._halo_pos[modality] = halo, halo_pos
+        # 2D: the layout is the grid's, the same for every slot (see _distances)
+        pos = halo_positions(cells, members, self._grid, self.match_radius)
+        if modality == "2d":
+            self._halo_pos[modality][:] = pos[:, None]
+        else:
+            self._halo_pos[modality][:, slot] = pos
+        self._halo_slots[modality][slot] = halo_slots(members, l)
+        return members
 
     def remove(self, part: str) -> None:
         """Drop a part; its column stops counting for every other member."""
@@ -157,8 +266,10 @@ class LineWindow:
     def _check_shape(self, modality: str, z: np.ndarray) -> None:
         l, n_layers, c = z.shape
         if modality not in self._right:
-            self._right[modality] = np.zeros((n_layers, self.slots, l, c + 2), dtype=np.float32)
-            self._rows[modality] = np.full((n_layers, self.slots, l, self.slots), np.inf, dtype=np.float32)
+            xp = self._xp
+            with on_device(xp, self.device):
+                self._right[modality] = xp.zeros((n_layers, self.slots, l, c + 2), dtype=xp.float32)
+                self._rows[modality] = xp.full((n_layers, self.slots, l, self.slots), np.inf, dtype=xp.float32)
         elif (n_layers, l, c + 2) != (self._right[modality].shape[0],) + self._right[modality].shape[2:]:
             have = self._right[modality].shape
             raise ValueError(f"{modality} features of shape {z.shape} do not match the window's {(have[2], have[0], have[3] - 2)}")
@@ -177,7 +288,8 @@ class LineWindow:
         if refs.size < 1 or (len(self.modalities) == 2 and refs.size < 2):
             raise ValueError(f"window holds {refs.size} other references: too few to score")
         me = self._slot[part]
-        rows = {m: self._rows[m][:, me][:, :, refs] for m in self.modalities}  # (n_layers, L, R)
+        with on_device(self._xp, self.device):  # only this part's rows leave the device
+            rows = {m: to_host(self._rows[m][:, me][:, :, self._xp.asarray(refs)]) for m in self.modalities}
         if len(self.modalities) == 1:
             (m,) = self.modalities
             return {m: np.mean([interval_mean(o, self.interval) for o in rows[m]], axis=0, dtype=np.float32)}
@@ -197,10 +309,11 @@ class LineWindow:
             raise ValueError("window holds no references: nothing to score against")
         z = features.features(modality)
         self._check_shape(modality, z)
-        members = [self._slot[p] for p in self.reference_ids]
-        right = self._right[modality]
-        layers = [min_distances(z[:, layer], right[layer], self.budget, augmented=True)[0][:, members]
-                  for layer in range(z.shape[1])]
+        members = np.array([self._slot[p] for p in self.reference_ids], dtype=np.int64)
+        cells = self._cells(modality, features)
+        with on_device(self._xp, self.device):
+            layers = [to_host(self._distances(modality, z[:, layer], cells, layer, members)[0])
+                      for layer in range(z.shape[1])]
         return np.mean([interval_mean(o, self.interval) for o in layers], axis=0, dtype=np.float32)
 
     def state(self) -> dict[str, np.ndarray]:
@@ -208,41 +321,48 @@ class LineWindow:
         slots = np.array([self._slot[p] for p in self._order], dtype=np.int64)
         out: dict[str, np.ndarray] = {
             "window_members": np.array(self._order, dtype=str),
-            "window_config": np.array([self.capacity, self.interval, self.budget, self.spare], dtype=np.float64),
+            "window_config": np.array([self.capacity, self.interval, self.budget,
+                                       -1 if self.match_radius is None else self.match_radius, self.spare],
+                                      dtype=np.float64),
             # per member: 0 candidate, 1 reference, 2 pinned reference
             "window_roles": np.array([int(p in self._references) + int(p in self._pinned) for p in self._order],
                                      dtype=np.int64),
             "window_modalities": np.array(self.modalities, dtype=str),
+            "window_device": np.array(self.device),
         }
         for m in self.modalities:
             if m in self._rows:
-                out[f"window_rows_{m}"] = self._rows[m][:, slots][:, :, :, slots]
+                index = self._xp.asarray(slots)
+                out[f"window_rows_{m}"] = to_host(self._rows[m][:, index][:, :, :, index])
         for i, p in enumerate(self._order):
             out.update(self._parts[self._slot[p]].to_arrays(f"window_part{i}_"))
         return out
 
     @classmethod
-    def from_state(cls, state: dict[str, np.ndarray]) -> "LineWindow":
-        capacity, interval, budget, spare = state["window_config"]
+    def from_state(cls, state: dict[str, np.ndarray], device: str | None = None) -> "LineWindow":
+        """The window ``state()`` saved, on ``device`` (default: the one it was saved from)."""
+        # states before aligned matching hold 3 values, before candidates 4 (every member a reference)
+        capacity, interval, budget, radius, spare = [*state["window_config"], -1, 0][:5]
+        saved_device = str(state["window_device"]) if "window_device" in state else "cpu"
         window = cls(int(capacity), [str(m) for m in state["window_modalities"]], float(interval), int(budget),
-                     int(spare))
+                     None if radius < 0 else int(radius), device or saved_device, int(spare))
         members = [str(p) for p in state["window_members"]]
-        for p, role in zip(members, state["window_roles"]):
-            if role >= 1:
-                window._references.add(p)
-            if role == 2:
-                window._pinned.add(p)
+        roles = state["window_roles"] if "window_roles" in state else np.ones(len(members), np.int64)
+        window._references = {p for p, role in zip(members, roles) if role >= 1}
+        window._pinned = {p for p, role in zip(members, roles) if role == 2}
         for i, p in enumerate(members):
             features = PartFeatures.from_arrays(state, f"window_part{i}_")
             for m in window.modalities:
                 z = features.features(m)
                 window._check_shape(m, z)
-                window._right[m][:, i] = augment(z.transpose(1, 0, 2), "right")
+                with on_device(window._xp, window.device):
+                    window._store(m, i, z, window._cells(m, features))
             window._parts[i] = features
             window._slot[p] = i
             window._order.append(p)
         n = len(members)
         for m in window.modalities:
             if n:
-                window._rows[m][:, :n, :, :n] = state[f"window_rows_{m}"]
+                with on_device(window._xp, window.device):
+                    window._rows[m][:, :n, :, :n] = window._xp.asarray(state[f"window_rows_{m}"])
         return window

@@ -14,6 +14,7 @@ from edge_runtime.scoring._checks import check_interval
 from edge_runtime.scoring.mutual import (
     DEFAULT_BUDGET,
     _check_features,
+    aligned_match,
     interval_mean,
     pairwise_min_distances,
     references_only,
@@ -78,6 +79,8 @@ def mutual_scores_multimodal(
     point2patch: np.ndarray,
     interval: float = 0.3,
     budget: int = DEFAULT_BUDGET,
+    match_radius: int | None = None,
+    grid: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """2D+3D mutual scores with cross-modal enhancement.
 
@@ -89,6 +92,8 @@ def mutual_scores_multimodal(
     point2patch : (N, G) int, 2D patch index of centre g of sample i
         (pixel row // patch_h * W + col // patch_w).
     interval : fraction of the N - 1 references averaged.
+    match_radius, grid : aligned matching (fixtured parts) on the (h, w) patch
+        grid: 2D patches by their cell, 3D centres by point2patch.
 
     Returns
     -------
@@ -109,11 +114,13 @@ def mutual_scores_multimodal(
         raise ValueError(f"point2patch must have shape {(n, l3.shape[2])}, got {p2p.shape}")
     if p2p.min() < 0 or p2p.max() >= p:
         raise ValueError(f"point2patch holds patch indices outside [0, {p})")
+    match2 = aligned_match(match_radius, grid, np.broadcast_to(np.arange(p), (n, p)))
+    match3 = aligned_match(match_radius, grid, p2p)
     s2 = np.zeros((n, p), dtype=np.float32)
     s3 = np.zeros((n, l3.shape[2]), dtype=np.float32)
     for a, b in zip(l2, l3):
-        o2 = references_only(pairwise_min_distances(a, budget))
-        o3 = references_only(pairwise_min_distances(b, budget))
+        o2 = references_only(pairwise_min_distances(a, budget, match2))
+        o3 = references_only(pairwise_min_distances(b, budget, match3))
         for i in range(n):
             e2, e3 = enhance(o2[i], o3[i], p2p[i], interval)
             s2[i] += e2

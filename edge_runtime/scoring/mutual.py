@@ -5,34 +5,18 @@ distance to its closest patch: d[i, p, j] = min_q ||Z[i, p] - Z[j, q]||. A
 normal patch has close matches in most references; a defect has few. The score
 is the mean of the k smallest d[i, p, :] over the references (the "interval").
 
-Distances come from one matrix product per block with the squared norms folded
-into the inner dimension ([a, |a|^2, 1] . [-2b, 1, |b|^2] = |a - b|^2), so each
-block is a single GEMM followed by a row and a column minimum: the block between
-i and j gives d[i, :, j] and d[j, :, i] at once.
+Distances come from matrix products with the squared norms folded into the
+inner dimension ([a, |a|^2, 1] . [-2b, 1, |b|^2] = |a - b|^2), each followed by a
+row and a column minimum: the block between i and j gives d[i, :, j] and
+d[j, :, i] at once. The blocks are computed tile by tile (``tiles``), never whole.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from edge_runtime.scoring._checks import as_float_array, check_interval, interval_k
-
-DEFAULT_BUDGET = 512 * 2**20  # bytes of distance block materialised at once
-
-
-def augment(z: np.ndarray, side: str) -> np.ndarray:
-    """(..., L, C) -> (..., L, C + 2) float32 such that left @ right.T = squared distances.
-
-    side : "left" ([z, |z|^2, 1], the query) or "right" ([-2z, 1, |z|^2], the references).
-    Keeping references augmented lets a window reuse them on every arrival.
-    """
-    z = np.asarray(z).astype(np.float32, copy=False)
-    sq = np.einsum("...c,...c->...", z, z)[..., None]
-    one = np.ones_like(sq)
-    if side == "left":
-        return np.concatenate([z, sq, one], axis=-1)
-    if side == "right":
-        return np.concatenate([-2.0 * z, one, sq], axis=-1)
-    raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+from edge_runtime.scoring.aligned import aligned_min_distances, check_radius
+from edge_runtime.scoring.tiles import DEFAULT_BUDGET, augment, distances, squared_min_distances
 
 
 def _check_features(z, name: str) -> np.ndarray:
@@ -41,15 +25,9 @@ def _check_features(z, name: str) -> np.ndarray:
     return a[:, :, None, :].transpose(2, 0, 1, 3) if a.ndim == 3 else a.transpose(2, 0, 1, 3)
 
 
-def _refs_per_block(l_query: int, l_ref: int, budget: int) -> int:
-    per_ref = l_query * l_ref * 4 * 2  # the block and one reduction temporary
-    if budget < per_ref:
-        raise ValueError(f"memory budget {budget} B is below one distance block ({per_ref} B)")
-    return max(1, budget // per_ref)
-
-
 def min_distances(
-    query: np.ndarray, refs: np.ndarray, budget: int = DEFAULT_BUDGET, augmented: bool = False
+    query: np.ndarray, refs: np.ndarray, budget: int = DEFAULT_BUDGET, augmented: bool = False,
+    workers: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-reference minimum distances in both directions, one layer.
 
@@ -58,42 +36,49 @@ def min_distances(
     query : (L, C) float, one sample's patch features.
     refs : (M, L2, C) float, M reference samples; or, with ``augmented``, the
         same already passed through ``augment(refs, "right")`` ((M, L2, C + 2) float32).
-    budget : bytes of distance block materialised at once.
+    budget : bytes of distance tile one worker holds at once.
+    workers : threads sharing the tiles (default: this process's cores).
 
     Returns
     -------
     to_refs : (L, M) float32, to_refs[p, j] = min_q ||query[p] - refs[j, q]||.
     from_refs : (M, L2) float32, from_refs[j, q] = min_p ||refs[j, q] - query[p]||.
     """
-    q = augment(query, "left")
-    m, l2, _ = refs.shape
-    to_refs = np.empty((q.shape[0], m), dtype=np.float32)
-    from_refs = np.empty((m, l2), dtype=np.float32)
-    step = _refs_per_block(q.shape[0], l2, budget)
-    for s in range(0, m, step):
-        r = refs[s : s + step] if augmented else augment(refs[s : s + step], "right")  # (m', L2, C+2)
-        block = q @ r.reshape(-1, r.shape[-1]).T  # (L, m' * L2) squared distances
-        block = block.reshape(q.shape[0], -1, l2)
-        to_refs[:, s : s + step] = block.min(axis=2)
-        from_refs[s : s + step] = block.min(axis=0)
-    np.sqrt(np.maximum(to_refs, 0.0, out=to_refs), out=to_refs)
-    np.sqrt(np.maximum(from_refs, 0.0, out=from_refs), out=from_refs)
-    return to_refs, from_refs
+    r = refs if augmented else augment(refs, "right")
+    to_refs, from_refs = squared_min_distances(augment(query, "left"), r, budget=budget, workers=workers)
+    return distances(to_refs, from_refs)
 
 
-def pairwise_min_distances(z: np.ndarray, budget: int = DEFAULT_BUDGET) -> np.ndarray:
+def pairwise_min_distances(z: np.ndarray, budget: int = DEFAULT_BUDGET, match=None) -> np.ndarray:
     """All per-reference minimum distances of a pool, one layer.
 
-    z : (N, L, C) float. Returns d (N, L, N) float32 with d[i, p, j] =
-    min_q ||z[i, p] - z[j, q]|| and d[i, :, i] = +inf (a sample is not its own reference).
+    z : (N, L, C) float. match : None (global matching) or (cells, grid, radius)
+    for aligned matching (``aligned``): cells (N, L) int, each item's grid cell.
+    Returns d (N, L, N) float32 with d[i, p, j] = min_q ||z[i, p] - z[j, q]||
+    (q within radius of p when aligned) and d[i, :, i] = +inf (a sample is not its own reference).
     """
     n, l, _ = z.shape
     d = np.full((n, l, n), np.inf, dtype=np.float32)
     for i in range(n - 1):
-        to_refs, from_refs = min_distances(z[i], z[i + 1 :], budget)
+        if match is None:
+            to_refs, from_refs = min_distances(z[i], z[i + 1 :], budget)
+        else:
+            cells, grid, radius = match
+            to_refs, from_refs = aligned_min_distances(z[i], cells[i], z[i + 1 :], cells[i + 1 :], grid, radius)
         d[i, :, i + 1 :] = to_refs
         d[i + 1 :, :, i] = from_refs
     return d
+
+
+def aligned_match(match_radius: int | None, grid: tuple[int, int] | None, cells: np.ndarray):
+    """The ``match`` of pairwise_min_distances: None for global matching, else (cells, grid, radius)."""
+    if match_radius is None:
+        return None
+    if grid is None:
+        raise ValueError("aligned matching (match_radius) needs the patch grid (h, w)")
+    if cells.min() < 0 or cells.max() >= grid[0] * grid[1]:
+        raise ValueError(f"cells outside the {grid[0]} x {grid[1]} grid")
+    return cells, tuple(grid), check_radius(match_radius)
 
 
 def references_only(d: np.ndarray) -> np.ndarray:
@@ -113,7 +98,9 @@ def interval_mean(o: np.ndarray, interval: float = 0.3) -> np.ndarray:
     return np.mean(part, axis=-1, dtype=np.float32)
 
 
-def mutual_scores(z: np.ndarray, interval: float = 0.3, budget: int = DEFAULT_BUDGET) -> np.ndarray:
+def mutual_scores(z: np.ndarray, interval: float = 0.3, budget: int = DEFAULT_BUDGET,
+                  match_radius: int | None = None, grid: tuple[int, int] | None = None,
+                  cells: np.ndarray | None = None) -> np.ndarray:
     """Mutual scores of a pool of samples.
 
     Parameters
@@ -121,7 +108,11 @@ def mutual_scores(z: np.ndarray, interval: float = 0.3, budget: int = DEFAULT_BU
     z : (N, L, C) or (N, L, n_layers, C) float16/float32, L2-normalized per
         patch and layer. N >= 2.
     interval : fraction of the N - 1 references whose smallest distances are averaged.
-    budget : bytes of distance block materialised at once (default 512 MiB).
+    budget : bytes of distance tile one worker holds at once.
+    match_radius, grid : aligned matching (fixtured parts): patch p of the
+        (h, w) grid meets only reference patches within match_radius cells.
+    cells : (N, L) int, each item's grid cell when items are not the grid's
+        patches in order (3D centres: point2patch).
 
     Returns
     -------
@@ -132,7 +123,10 @@ def mutual_scores(z: np.ndarray, interval: float = 0.3, budget: int = DEFAULT_BU
     n = layers.shape[1]
     if n < 2:
         raise ValueError(f"mutual scoring needs at least 2 samples, got {n}")
+    if cells is None:
+        cells = np.broadcast_to(np.arange(layers.shape[2]), layers.shape[1:3])
+    match = aligned_match(match_radius, grid, np.asarray(cells))
     total = np.zeros(layers.shape[1:3], dtype=np.float32)
     for layer in layers:
-        total += interval_mean(references_only(pairwise_min_distances(layer, budget)), interval)
+        total += interval_mean(references_only(pairwise_min_distances(layer, budget, match)), interval)
     return total / np.float32(layers.shape[0])

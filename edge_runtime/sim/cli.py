@@ -7,7 +7,7 @@ from pathlib import Path
 
 from edge_runtime.sim.generator import Burst, write_line
 from edge_runtime.sim.preview import preview_parts, write_preview
-from edge_runtime.sim.products import DEFECTS, line_spec
+from edge_runtime.sim.products import DEFECTS, fixtured, line_spec
 
 
 def parser() -> argparse.ArgumentParser:
@@ -27,6 +27,8 @@ def parser() -> argparse.ArgumentParser:
                    help="a systematic burst: this defect at the same place on --burst-len consecutive parts")
     p.add_argument("--burst-start", type=int, help="index of the burst's first part (with --systematic)")
     p.add_argument("--burst-len", type=int, help="parts in the burst (with --systematic)")
+    p.add_argument("--fixtured", action="store_true", help="parts held in a fixture: pose jitter below one "
+                   "patch of the 28-patch grid (for aligned matching, [scoring] match_radius)")
     p.add_argument("--overwrite", action="store_true", help="replace existing class folders")
     p.add_argument("--preview", action="store_true", help="also write <out>/<class>_preview.png (contact sheet)")
     return p
@@ -55,6 +57,8 @@ def main(argv: list[str]) -> int:
         spec = line_spec(class_name, args.seed, args.image_size)
         if args.defects:
             spec = dataclasses.replace(spec, defects=tuple(args.defects))
+        if args.fixtured:
+            spec = fixtured(spec)
         summary = write_line(args.out, class_name, args.parts, args.defect_rate, args.seed, spec=spec,
                              overwrite=args.overwrite, progress=True, burst=burst)
         kinds = ", ".join(f"{k} {n}" for k, n in summary["by_kind"].items())

@@ -88,7 +88,7 @@ def _part_frame(spec: LineSpec, rng: np.random.Generator) -> tuple[np.ndarray, n
     size, pitch = spec.image_size, spec.pixel_pitch
     shift = rng.uniform(-1, 1, 2) * spec.pose_shift * size
     angle = np.deg2rad(rng.uniform(-1, 1) * spec.pose_rotation)
-    scale = 1.0 + 0.03 * rng.uniform(-1, 1)  # parts differ a little in size
+    scale = 1.0 + spec.size_jitter * rng.uniform(-1, 1)  # parts differ a little in size
     centre = (size - 1) / 2.0
     v, u = np.mgrid[0:size, 0:size].astype(np.float32)
     x, y = (u - centre - shift[0]) * pitch / scale, (v - centre - shift[1]) * pitch / scale

@@ -10,6 +10,8 @@ and albedo in the part's own coordinates.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import zlib
 from dataclasses import dataclass
 from typing import Callable
@@ -76,6 +78,7 @@ class LineSpec:
     dropout: float = 0.002
     pose_shift: float = 0.03
     pose_rotation: float = 5.0
+    size_jitter: float = 0.03
     defects: tuple[str, ...] = DEFECTS
 
     def __post_init__(self) -> None:
@@ -90,7 +93,8 @@ class LineSpec:
             problems.append(f"part_height {self.part_height} m must be in (0, camera_distance / 4)")
         if not 0.2 <= self.aspect <= 1.0:
             problems.append(f"aspect {self.aspect} outside [0.2, 1]")
-        for name in ("depth_noise", "rgb_noise", "dropout", "roughness", "gloss", "pose_shift", "pose_rotation"):
+        for name in ("depth_noise", "rgb_noise", "dropout", "roughness", "gloss", "pose_shift", "pose_rotation",
+                     "size_jitter"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0")
         if not 10 <= self.light_elevation <= 90:
@@ -225,6 +229,20 @@ def line_spec(class_name: str, seed: int = 0, image_size: int = 256) -> LineSpec
         light_elevation=float(rng.uniform(45.0, 70.0)),
         defects=tuple(d for d in DEFECTS if d in chosen),
     )
+
+
+FIXTURE_GRID = 28  # patches across the encoder's input (EfficientNet-Lite0 at 224 px, stride 8)
+
+
+def fixtured(spec: LineSpec, grid: int = FIXTURE_GRID) -> LineSpec:
+    """The same product held in a fixture: pose jitter below one patch of a ``grid``-wide patch grid.
+
+    Budget per part, in patches, at the image corner: shift up to 0.35 per axis,
+    rotation 0.35, size 0.1; together under one patch.
+    """
+    corner = grid / np.sqrt(2.0)  # patches from the centre to a corner
+    return dataclasses.replace(spec, pose_shift=0.35 / grid, pose_rotation=float(np.rad2deg(0.35 / corner)),
+                               size_jitter=0.1 / corner)
 
 
 def smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:

@@ -29,6 +29,20 @@ station.toml::
     profiles_dir = "lines"       # relative to this file
     enabled = ["bracket", "tile"]  # each loads <profiles_dir>/<name>.toml
 
+    [http]                       # health, Prometheus metrics, the dashboard
+    enabled = true
+    host = "127.0.0.1"
+    port = 8080                  # 0 = any free port (the log and status say which)
+    operator_tokens = ""         # file of "name token" lines, relative to this file;
+                                 # "" = the dashboard is read-only for everyone
+
+    [security]                   # optional: CURVE on every socket (see deploy/OPERATOR.md)
+    keys_dir = "keys"            # relative to this file; made by `musc-edge keys init`
+    reject_gate = ["gate"]       # the only keys admitted on the reject socket (default: any observer)
+
+Profiles are named, never given as paths: a name is a file ``<name>.toml``
+directly in ``profiles_dir`` ("default" may also be the embedded profile).
+
 A profile's ``[stream]`` section::
 
     [stream]
@@ -59,8 +73,53 @@ DEFAULT_ENDPOINTS = {
 DEFAULT_LINE = "default"
 # The embedded default profile: 2D+3D on EfficientNet-Lite0 + FPFH (InspectionSettings' defaults).
 EMBEDDED_PROFILE: dict = {"line": {"name": DEFAULT_LINE}}
+EMBEDDED_SOURCE = "<embedded>"
 MODALITY_SENSOR = {modality: sensor for sensor, modality in SENSORS.items()}
 QUEUE_POLICIES = ("block", "drop_oldest")
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """The station's HTTP server. operator_tokens: (name, token) pairs whose bearer
+    token unlocks the dashboard's operator actions (kept out of the repr)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8080
+    operator_tokens: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise ValueError(f"[http] enabled must be true or false, got {self.enabled!r}")
+        if not isinstance(self.host, str) or not self.host:
+            raise ValueError(f"[http] host must be an address like 127.0.0.1, got {self.host!r}")
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+            raise ValueError(f"[http] port must be an integer in [0, 65535] (0 = any free port), got {self.port!r}")
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def load_operator_tokens(path: Path) -> tuple[tuple[str, str], ...]:
+    """``name token`` per line (``#`` comments, blank lines allowed); tokens of at
+    least 16 characters, names and tokens unique."""
+    if not path.is_file():
+        raise FileNotFoundError(f"[http] operator_tokens file {path} does not exist")
+    pairs: list[tuple[str, str]] = []
+    for n, raw in enumerate(path.read_text().splitlines(), 1):
+        text = raw.split("#", 1)[0].strip()
+        if not text:
+            continue
+        fields = text.split()
+        if len(fields) != 2 or not NAME.match(fields[0]) or len(fields[1]) < 16:
+            raise ValueError(f"{path}:{n}: expected 'name token': a plain name, a token of at least 16 characters")
+        pairs.append((fields[0], fields[1]))
+    names, tokens = [p[0] for p in pairs], [p[1] for p in pairs]
+    if len(set(names)) != len(names) or len(set(tokens)) != len(tokens):
+        raise ValueError(f"{path}: a name or a token appears twice")
+    return tuple(pairs)
 
 
 def _check_keys(table: dict, known: set[str], where: str) -> None:
@@ -109,6 +168,11 @@ class LineProfile:
         return frozenset(MODALITY_SENSOR[m] for m in self.settings.modalities)
 
     @property
+    def name(self) -> str:
+        """The name that switches a line to this profile."""
+        return DEFAULT_LINE if self.source == EMBEDDED_SOURCE else Path(self.source).stem
+
+    @property
     def window_key(self) -> str:
         """Which saved window fits this profile: the digest of its scoring settings."""
         return self.settings.digest()
@@ -147,7 +211,7 @@ def load_profile(path: str | Path) -> LineProfile:
 
 
 def embedded_profile() -> LineProfile:
-    return parse_profile(EMBEDDED_PROFILE, "<embedded>")
+    return parse_profile(EMBEDDED_PROFILE, EMBEDDED_SOURCE)
 
 
 @dataclass(frozen=True)
@@ -168,7 +232,10 @@ class StationConfig:
     rcvhwm: int = 32
     max_frame_bytes: int = 256 * 1024 * 1024
     max_pending: int = 1024
-    source: str = "<embedded>"
+    http: HttpSettings = HttpSettings()
+    keys_dir: Path | None = None  # [security]: CURVE with the keys in this folder; None: no security
+    reject_gate: frozenset[str] | None = None  # [security]: the key names admitted on the reject socket
+    source: str = EMBEDDED_SOURCE
 
     def __post_init__(self) -> None:
         if not self.lines:
@@ -191,18 +258,35 @@ class StationConfig:
         for line in self.line_frames:
             check_line_name(line)
 
-    def resolve_profile(self, ref: str) -> LineProfile:
-        """A profile by name (``<profiles_dir>/<name>.toml``; "default" may be the
-        embedded one) or by path."""
-        looks_like_path = ref.endswith(".toml") or "/" in ref
-        if looks_like_path:
-            return load_profile(ref)
-        if self.profiles_dir is not None and (self.profiles_dir / f"{ref}.toml").is_file():
-            return load_profile(self.profiles_dir / f"{ref}.toml")
-        if ref == DEFAULT_LINE:
+    def profile_names(self) -> list[str]:
+        """The names ``resolve_profile`` accepts."""
+        names = {DEFAULT_LINE}
+        if self.profiles_dir is not None and self.profiles_dir.is_dir():
+            names.update(p.stem for p in self.profiles_dir.glob("*.toml") if _profile_name_ok(p.stem))
+        return sorted(names)
+
+    def resolve_profile(self, name: str) -> LineProfile:
+        """The profile named ``name``: ``<profiles_dir>/<name>.toml`` ("default" may be the
+        embedded one). A path, or a name not in the folder, is refused: FileNotFoundError
+        lists the names; a file that is not a valid profile raises ValueError."""
+        if not _profile_name_ok(name):
+            raise ValueError(f"a profile is given by its name in the profiles folder, not a path "
+                             f"(letters, digits, _.:-; no '/', '\\', '..'), got {str(name)[:64]!r}")
+        if self.profiles_dir is not None:
+            path = self.profiles_dir / f"{name}.toml"
+            if path.is_file():
+                if path.resolve().parent != self.profiles_dir.resolve():
+                    raise ValueError(f"profile {name!r} links outside the profiles folder {self.profiles_dir}")
+                return load_profile(path)
+        if name == DEFAULT_LINE:
             return embedded_profile()
         where = self.profiles_dir if self.profiles_dir is not None else "(no profiles_dir configured)"
-        raise FileNotFoundError(f"no line profile named {ref!r} in {where}")
+        raise FileNotFoundError(f"no line profile named {name!r} in {where}; "
+                                f"profiles: {', '.join(self.profile_names())}")
+
+
+def _profile_name_ok(name) -> bool:
+    return isinstance(name, str) and bool(NAME.match(name)) and ".." not in name and not name.endswith(".toml")
 
 
 def check_line_name(name: str) -> str:
@@ -227,7 +311,7 @@ def load_station_config(path: str | Path | None = None, state_dir: str | Path | 
                              **({"state_dir": Path(state_dir)} if state_dir else {}))
     path = Path(path)
     doc = _read_toml(path, "station config")
-    _check_keys(doc, {"station", "endpoints", "lines"}, f"{path}")
+    _check_keys(doc, {"station", "endpoints", "lines", "http", "security"}, f"{path}")
     station = dict(doc.get("station", {}))
     _check_keys(station, {"state_dir", "snapshot_every", "synchronous", "log_level", "rcvhwm",
                           "max_frame_bytes", "max_pending"}, f"{path} [station]")
@@ -236,6 +320,13 @@ def load_station_config(path: str | Path | None = None, state_dir: str | Path | 
     _check_keys(endpoints, set(DEFAULT_ENDPOINTS), f"{path} [endpoints]")
     if not isinstance(line_frames, dict):
         raise ValueError(f"{path} [endpoints.lines] must be a table of line = endpoint")
+    security = dict(doc.get("security", {}))
+    _check_keys(security, {"keys_dir", "reject_gate"}, f"{path} [security]")
+    if "security" in doc and not isinstance(security.get("keys_dir"), str):
+        raise ValueError(f"{path} [security] needs keys_dir, the folder `musc-edge keys init` made")
+    gate = security.get("reject_gate")
+    if gate is not None and (not isinstance(gate, list) or not gate or not all(isinstance(n, str) for n in gate)):
+        raise ValueError(f"{path} [security] reject_gate must be a non-empty list of key names")
     lines_table = dict(doc.get("lines", {}))
     _check_keys(lines_table, {"profiles_dir", "enabled"}, f"{path} [lines]")
     profiles_dir = path.parent / lines_table.get("profiles_dir", "lines")
@@ -246,6 +337,11 @@ def load_station_config(path: str | Path | None = None, state_dir: str | Path | 
         raise ValueError(f"{path} [lines] enabled lists a line twice: {enabled}")
     draft = StationConfig(lines={DEFAULT_LINE: embedded_profile()}, profiles_dir=profiles_dir)
     lines = {check_line_name(name): draft.resolve_profile(name) for name in enabled}
+    http = dict(doc.get("http", {}))
+    _check_keys(http, {"enabled", "host", "port", "operator_tokens"}, f"{path} [http]")
+    tokens = http.pop("operator_tokens", "")
+    if tokens:
+        http["operator_tokens"] = load_operator_tokens(path.parent / tokens)
     chosen_state = state_dir or station.pop("state_dir", None)
     station.pop("state_dir", None)
     return StationConfig(
@@ -253,5 +349,7 @@ def load_station_config(path: str | Path | None = None, state_dir: str | Path | 
         frames=endpoints["frames"], verdicts=endpoints["verdicts"], control=endpoints["control"],
         reject=endpoints["reject"] or None, line_frames=dict(line_frames),
         state_dir=Path(chosen_state) if chosen_state else default_state_dir(),
-        profiles_dir=profiles_dir, source=str(path), **station,
+        profiles_dir=profiles_dir, http=HttpSettings(**http), source=str(path),
+        keys_dir=path.parent / security["keys_dir"] if security else None,
+        reject_gate=frozenset(gate) if gate else None, **station,
     )

@@ -7,7 +7,12 @@ socket, the scanner's clouds as raw float32 on another. The station (in this
 process, on free local ports and a fresh state directory) scores them; the
 subscriber prints one line per verdict, a running tally against the
 generator's ground truth, writes a few anomaly-map pictures, and ends with a
-summary once every part has its verdict.
+summary once every part has its verdict. The station's dashboard is served
+while the demo runs (its URL is printed first; ``--keep-open`` keeps it up
+after the last verdict until Ctrl-C).
+
+With ``--secure`` (or a config with [security], or --keys-dir) every socket
+runs CURVE: the sensors use a sensor key, the subscriber an observer key.
 """
 from __future__ import annotations
 
@@ -26,6 +31,9 @@ from pathlib import Path
 
 import numpy as np
 import zmq
+
+from edge_runtime.station.keys import add_client_options, client_keys_of
+from edge_runtime.stream.security import STATION_KEY, secure_client
 
 log = logging.getLogger("musc-edge.demo")
 
@@ -49,15 +57,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--maps", type=int, default=4, help="anomaly-map pictures to write (default 4)")
     p.add_argument("--state-dir", help="keep windows here (default: a fresh temporary folder, cold start)")
     p.add_argument("--quiet", action="store_true", help="no line per verdict, only tallies and the summary")
+    p.add_argument("--http-port", type=int, help="the dashboard's port (default: the config's [http] port; "
+                   "0: any free port)")
+    p.add_argument("--keep-open", action="store_true",
+                   help="after the last verdict keep the station and its dashboard up until Ctrl-C")
+    add_client_options(p)
     return p
 
 
 # --- the sensors (their own process, as real sensors are other machines) -----
 
 def run_sensors(frames_endpoint: str, lines: list[str], n_parts: int, defect_rate: float, seed: int,
-                image_size: int, rate: float, truth: mp.Queue) -> None:
+                image_size: int, rate: float, truth: mp.Queue, key: Path | None = None,
+                station_key: Path | None = None) -> None:
     """Render ``n_parts`` parts, lines alternating; camera and scanner threads send
-    their frames on their own PUSH sockets. Ground truth goes to ``truth``."""
+    their frames on their own PUSH sockets (CURVE with ``key`` when given). Ground
+    truth goes to ``truth``."""
     from edge_runtime.sim.generator import iter_parts
     from edge_runtime.stream.protocol import encode_frame
 
@@ -67,6 +82,7 @@ def run_sensors(frames_endpoint: str, lines: list[str], n_parts: int, defect_rat
     def sensor(kind: str) -> None:
         sock = ctx.socket(zmq.PUSH)
         sock.setsockopt(zmq.LINGER, 5000)
+        secure_client(sock, key, station_key)
         sock.connect(frames_endpoint)
         encoding = "png" if kind == "rgb" else "raw"
         while (item := feeds[kind].get()) is not None:
@@ -214,18 +230,27 @@ def main(argv: list[str]) -> int:
     tmp = tempfile.TemporaryDirectory(prefix="musc-edge-demo-")
     try:
         config = load_station_config(args.config, state_dir=args.state_dir or Path(tmp.name) / "state")
+        keys_dir, sensor_key, subscriber_key = client_keys_of(args, Path(tmp.name), config.keys_dir)
     except (OSError, ValueError) as exc:
         print(f"musc-edge demo: {exc}", file=sys.stderr)
         return 2
     config = dataclasses.replace(config, frames="tcp://127.0.0.1:*", verdicts="tcp://127.0.0.1:*",
-                                 control="tcp://127.0.0.1:*", reject=None)
+                                 control="tcp://127.0.0.1:*", reject=None, keys_dir=keys_dir)
+    station_key = keys_dir / STATION_KEY if keys_dir else None
+    if args.http_port is not None:
+        try:
+            config = dataclasses.replace(config, http=dataclasses.replace(config.http, port=args.http_port))
+        except ValueError as exc:
+            print(f"musc-edge demo: --http-port: {exc}", file=sys.stderr)
+            return 2
     lines = list(config.lines)
     sizes = {p.settings.image_size for p in config.lines.values()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     print(f"musc-edge demo: {args.parts} parts on lines {', '.join(lines)} "
-          f"(defect rate {args.defect_rate:.0%}), profiles from {config.source}")
+          f"(defect rate {args.defect_rate:.0%}), profiles from {config.source}"
+          + (f"; CURVE on every socket, keys {keys_dir}" if keys_dir else ""))
     print("loading the lines' encoders (the first run exports EfficientNet-Lite0 to ONNX, about a minute)...",
           flush=True)
     station = Station(config)
@@ -237,17 +262,20 @@ def main(argv: list[str]) -> int:
         return 1
     print(f"station up in {time.time() - t:.1f} s: frames {station.endpoints['frames']}, "
           f"verdicts {station.endpoints['verdicts']}, control {station.endpoints['control']}", flush=True)
+    if station.endpoints["http"]:
+        print(f"dashboard {station.endpoints['http']}/ (open it in a browser while the demo runs)", flush=True)
 
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"verdict.")
+    secure_client(sub, subscriber_key, station_key)
     sub.connect(station.endpoints["verdicts"])
     time.sleep(0.3)  # let the subscription reach the PUB socket before the first verdict
     spawn = mp.get_context("spawn")
     truth_queue = spawn.Queue()
     sensors = spawn.Process(target=run_sensors, name="sensors", daemon=True,
                             args=(station.endpoints["frames"], lines, args.parts, args.defect_rate, args.seed,
-                                  max(sizes), args.rate, truth_queue))
+                                  max(sizes), args.rate, truth_queue, sensor_key, station_key))
     sensors.start()
 
     tally = Tally(args.parts)
@@ -288,6 +316,12 @@ def main(argv: list[str]) -> int:
                     pictures.append(path)
             if tally.count % 10 == 0 or tally.count == args.parts:
                 print(tally.line(), flush=True)
+        if args.keep_open and station.endpoints["http"]:
+            print(f"all parts answered; the dashboard stays at {station.endpoints['http']}/ until Ctrl-C", flush=True)
+            try:
+                station.wait()
+            except KeyboardInterrupt:  # the way out of --keep-open, not a failure
+                pass
     except KeyboardInterrupt:
         code = 130
     finally:

@@ -44,6 +44,7 @@ from edge_runtime.station.store import StoredPart, Store
 from edge_runtime.station.verdicts import VerdictSink
 from edge_runtime.stream.decode import decode_payload
 from edge_runtime.stream.protocol import SENSORS, FrameHeader, ProtocolError, parse_frame
+from edge_runtime.stream.security import Guard
 from edge_runtime.stream.sockets import bind
 
 log = logging.getLogger(__name__)
@@ -177,18 +178,21 @@ class Intake(threading.Thread):
 
     lines: line name -> its LineWorker (``.profile``, ``.queue``, ``.inspector``,
     ``.metrics``), or None; served: the names of the lines served now.
+    guard: CURVE for the frame sockets (``edge_runtime.stream.security``), or None.
     """
 
     def __init__(self, ctx: zmq.Context, config: StationConfig, lines: Callable[[str], object],
-                 served: Callable[[], list[str]], store: Store, sink: VerdictSink, metrics: Metrics):
+                 served: Callable[[], list[str]], store: Store, sink: VerdictSink, metrics: Metrics,
+                 guard: Guard | None = None):
         super().__init__(name="intake", daemon=True)
         options = {"RCVHWM": config.rcvhwm, "MAXMSGSIZE": config.max_frame_bytes, "LINGER": 0}
-        self._shared, self.endpoint = bind(ctx, zmq.PULL, config.frames, **options)
+        self._shared, self.endpoint = bind(ctx, zmq.PULL, config.frames, "frames", guard, **options)
         self._own: dict[str, zmq.Socket] = {}  # line -> its own socket
         self.line_endpoints: dict[str, str] = {}
         try:
             for line, endpoint in config.line_frames.items():
-                self._own[line], self.line_endpoints[line] = bind(ctx, zmq.PULL, endpoint, **options)
+                self._own[line], self.line_endpoints[line] = bind(ctx, zmq.PULL, endpoint, "frames", guard,
+                                                                  **options)
         except BaseException:
             self._close_sockets()
             raise

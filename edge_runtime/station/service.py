@@ -5,19 +5,29 @@ Threads and what each one owns:
 - intake: the frame sockets, the pairer, admission (``edge_runtime.station.intake``);
 - one worker per line: its LineInspector and queue (``edge_runtime.station.worker``);
 - publisher: the PUB and reject-gate PUSH sockets (``edge_runtime.stream.publisher``);
-- control: the REP socket; commands that touch a line run in its worker.
+- control: the REP socket; commands that touch a line run in its worker;
+- http (``[http]``, on by default): health, metrics, the dashboard (``edge_runtime.station.http``).
+- with ``[security]``: pyzmq's ZAP thread and a socket monitor (``edge_runtime.stream.security``).
 
 Every verdict, whoever decides it, leaves through ``station.verdicts.VerdictSink``.
 
-Start-up binds every socket first (a busy port fails fast), loads the lines
+Start-up binds every socket first (a busy port fails fast) and starts the
+HTTP server (``/readyz`` answers 503 until the lines are up), loads the lines
 (windows come back from the state directory), starts the workers, replays the
 parts a crash left in the store through the intake, then starts reading
 frames. ``stop`` drains in order: intake (parts still waiting for a frame are
 decided on what they have), workers (queues, pending decisions, window
-snapshots), publisher, control.
+snapshots), publisher, control, http. ``phase`` says where it is: stopped,
+starting, serving, stopping.
+
+Control requests arrive with their ``Caller`` (from the control socket, or a
+dashboard operator); ``access`` says which roles may run which command, and the
+store's audit log records every request that changes something, every refused
+one, and every refused connection.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -25,18 +35,24 @@ from typing import Callable
 
 import zmq
 
+from edge_runtime.inspection.threshold import check_threshold
+from edge_runtime.station.access import COMMAND_ROLES, READ_ONLY, SOCKET_ROLES, may
 from edge_runtime.station.config import LineProfile, StationConfig
+from edge_runtime.station.http import HttpServer
 from edge_runtime.station.intake import Intake
 from edge_runtime.station.metrics import Metrics
+from edge_runtime.station.observe import Observer
 from edge_runtime.station.store import Store
 from edge_runtime.station.verdicts import VerdictSink
 from edge_runtime.station.worker import LineWorker
-from edge_runtime.stream.control import Control
+from edge_runtime.stream.control import Control, Refused
+from edge_runtime.stream.protocol import pack
 from edge_runtime.stream.publisher import Publisher
+from edge_runtime.stream.security import LOCAL, Caller, Guard, check_private
 
 log = logging.getLogger(__name__)
 
-_MAX_VERDICTS_REPLY = 1000
+_MAX_VERDICTS_REPLY = 1000  # verdicts or audit entries in one reply
 
 # An operator's feedback on a line's references: (inspector, request) -> reply fields.
 _FEEDBACK: dict[str, Callable[[object, dict], dict]] = {
@@ -66,6 +82,10 @@ class Station:
         self.config = config
         self._factory = inspector_factory
         self.metrics = Metrics()
+        self.observer = Observer(served=lambda line: line in self.workers)
+        self.observer.watch(lambda: self.status() if self.phase == "serving" else None)
+        self.http: HttpServer | None = None
+        self.phase = "stopped"
         self.workers: dict[str, LineWorker] = {}
         self._stop_requested = threading.Event()
         self._switch_lock = threading.Lock()
@@ -77,23 +97,44 @@ class Station:
         cfg = self.config
         self.store = Store(cfg.state_dir, cfg.synchronous)
         self.ctx = zmq.Context()
+        self.guard = None
         try:
-            self.publisher = Publisher(self.ctx, cfg.verdicts, cfg.reject)
+            if cfg.keys_dir is not None:
+                self.guard = Guard(self.ctx, cfg.keys_dir, SOCKET_ROLES, self._refused_connection,
+                                   names={"reject": cfg.reject_gate} if cfg.reject_gate else None)
+                if cfg.reject and not cfg.reject_gate:
+                    log.warning("any observer key may connect to the reject-gate socket and take verdicts away "
+                                "from the gate: name the gate's key in [security] reject_gate")
+                if cfg.profiles_dir is not None and cfg.profiles_dir.is_dir():
+                    try:
+                        check_private(cfg.profiles_dir, "profiles folder")
+                    except PermissionError as exc:
+                        log.warning("%s: whoever writes there chooses what a switch loads", exc)
+            self.publisher = Publisher(self.ctx, cfg.verdicts, cfg.reject, guard=self.guard)
             self.sink = VerdictSink(self.store, self.publisher, self.metrics)
             self.intake = Intake(self.ctx, cfg, self.workers.get, lambda: list(self.workers), self.store,
-                                 self.sink, self.metrics)
-            self.control = Control(self.ctx, cfg.control, self.handle)
-        except zmq.ZMQError as exc:
-            self.ctx.destroy(linger=0)
-            self.store.close()
-            raise OSError(f"cannot bind the station's sockets: {exc}") from None
+                                 self.sink, self.metrics, guard=self.guard)
+            self.control = Control(self.ctx, cfg.control, self.handle, guard=self.guard, on_answer=self._audit)
+            self.sink.listeners.append(self.observer.on_verdict)
+            if cfg.http.enabled:
+                # the control socket's own validation, dispatch and audit; a token names an operator
+                self.http = HttpServer(self, cfg.http, self.observer, lambda request, name: self.control.respond(
+                    [pack(request)], Caller(name, "operator", "dashboard")))
+        except (zmq.ZMQError, OSError, ValueError) as exc:
+            self._close()
+            what = "bind the station's sockets" if isinstance(exc, zmq.ZMQError) else "secure the station"
+            raise OSError(f"cannot {what}: {exc}") from None
+        self.phase = "starting"
         try:
+            if self.http is not None:
+                self.http.start()
             self._load_lines()
         except BaseException:
-            self.ctx.destroy(linger=0)
-            self.store.close()
+            self._close()
             raise
         self.started_at = time.time()
+        self.store.audit(str(LOCAL), None, None, "start",
+                         "ok", "CURVE on, keys " + str(cfg.keys_dir) if self.guard else "no [security]")
         self.publisher.start()
         for worker in self.workers.values():
             worker.start()
@@ -101,8 +142,11 @@ class Station:
         self.intake.start()
         self.control.start()
         self._started = True
-        log.info("station up: frames %s, verdicts %s, control %s%s; lines %s; state %s",
+        self.phase = "serving"
+        log.info("station up%s: frames %s, verdicts %s, control %s%s%s; lines %s; state %s",
+                 f" with CURVE (keys {cfg.keys_dir})" if self.guard else "",
                  self.intake.endpoint, self.publisher.endpoint, self.control.endpoint,
+                 f", dashboard {self.http.url}" if self.http else "",
                  f", reject gate {self.publisher.reject_endpoint}" if self.publisher.reject_endpoint else "",
                  ", ".join(f"{n} ({w.status['window']}/{w.status['capacity']} warm)" for n, w in self.workers.items()),
                  cfg.state_dir)
@@ -112,7 +156,7 @@ class Station:
         cfg = self.config
         switched = self.store.line_profiles()
         for line, profile in cfg.lines.items():
-            if line in switched and switched[line] != profile.source:
+            if line in switched and switched[line] != profile.name:
                 try:
                     profile = cfg.resolve_profile(switched[line])
                     log.info("line %s resumes the profile it was switched to: %s", line, profile.source)
@@ -126,6 +170,7 @@ class Station:
         """The bound endpoints (real ports when the config asked for ``:*``)."""
         return {"frames": self.intake.endpoint, "verdicts": self.publisher.endpoint,
                 "control": self.control.endpoint, "reject": self.publisher.reject_endpoint,
+                "http": self.http.url if self.http else None,
                 **{f"frames.{line}": ep for line, ep in self.intake.line_endpoints.items()}}
 
     def request_stop(self) -> None:
@@ -150,6 +195,7 @@ class Station:
         if not self._started:
             return
         self._started = False
+        self.phase = "stopping"
         log.info("station stopping: draining in-flight parts")
         self.intake.stop()
         self.intake.join()
@@ -161,9 +207,24 @@ class Station:
         self.publisher.join()
         self.control.stop()
         self.control.join()
+        if self.http is not None:
+            self.http.stop()
+        self.phase = "stopped"
+        if self.guard is not None:
+            self.guard.stop()
         self.store.close()
         self.ctx.term()
         log.info("station stopped; windows saved in %s", self.config.state_dir)
+
+    def _close(self) -> None:
+        """Undo a start that failed half-way."""
+        self.phase = "stopped"
+        if self.http is not None:
+            self.http.stop()
+        if self.guard is not None:
+            self.guard.stop()
+        self.ctx.destroy(linger=0)
+        self.store.close()
 
     # --- lines -------------------------------------------------------------
 
@@ -195,9 +256,12 @@ class Station:
 
     # --- control -------------------------------------------------------------
 
-    def handle(self, request: dict) -> dict:
-        """Answer one validated control request (runs in the control thread)."""
+    def handle(self, request: dict, caller: Caller = LOCAL) -> dict:
+        """Answer one validated control request from ``caller`` (runs in the control thread)."""
         cmd = request["cmd"]
+        if not may(caller, cmd):
+            raise Refused("forbidden", f"{caller} may not run {cmd!r} (needs the role "
+                                       f"{' or '.join(sorted(COMMAND_ROLES[cmd]))})")
         if cmd == "status":
             return self.status(request.get("line"))
         if cmd == "shutdown":
@@ -206,27 +270,46 @@ class Station:
         if cmd == "switch":
             return self.switch(request["line"], request["profile"])
         if cmd == "verdicts":
-            last = request.get("last", 20)
             parts = request.get("parts")
-            if not isinstance(last, int) or not 1 <= last <= _MAX_VERDICTS_REPLY:
-                raise ValueError(f"last must be an integer in [1, {_MAX_VERDICTS_REPLY}], got {last!r}")
             if parts is not None and (not isinstance(parts, list) or len(parts) > _MAX_VERDICTS_REPLY
                                       or not all(isinstance(p, str) for p in parts)):
                 raise ValueError(f"parts must be a list of at most {_MAX_VERDICTS_REPLY} part ids")
-            return {"verdicts": self.store.verdicts(request["line"], last, parts)}
+            return {"verdicts": self.store.verdicts(request["line"], _last(request), parts)}
+        if cmd == "audit":
+            return {"audit": self.store.audit_log(_last(request))}
         if cmd == "snapshot":
             names = [request["line"]] if request.get("line") else list(self.workers)
             return {"snapshots": {n: self._worker(n).call(LineWorker.snapshot) for n in names}}
         worker = self._worker(request["line"])
         if cmd == "reset":
             worker.call(LineWorker.reset)
+        elif cmd == "clear_threshold":
+            worker.call(LineWorker.clear_threshold)
         elif cmd == "set_threshold":
-            source = str(request.get("source", "manual"))
-            worker.call(lambda w: w.set_threshold(float(request["value"]), source))
+            try:
+                value = check_threshold(request["value"])
+            except ValueError as exc:
+                raise Refused("out_of_range", str(exc)) from None
+            source = request.get("source", "manual")
+            worker.call(lambda w: w.set_threshold(value, source))
         elif cmd in _FEEDBACK:
             answer = worker.call(lambda w: w.operate(lambda inspector: _FEEDBACK[cmd](inspector, request)))
             return {"line": worker.line, **answer, "status": worker.status}
         return {"line": worker.line, "status": worker.status}
+
+    def _audit(self, caller: Caller, request: dict | None, raw: bytes, reply: dict) -> None:
+        """Record a control request that changed something or was refused."""
+        cmd = request["cmd"] if request is not None else None
+        if reply["ok"] and cmd in READ_ONLY:
+            return
+        what = json.dumps(request, default=str) if request is not None else f"unreadable request, {len(raw)} bytes"
+        result = "ok" if reply["ok"] else reply.get("code", "failed")
+        self.store.audit("local" if caller.local else caller.name, None if caller.local else caller.role,
+                         caller.address, what, result, "" if reply["ok"] else str(reply.get("error", "")))
+
+    def _refused_connection(self, socket: str, address: str, caller: Caller | None, reason: str) -> None:
+        self.store.audit(caller.name if caller else "unknown key", caller.role if caller else None, address,
+                         f"connect to the {socket} socket", "refused", reason)
 
     def _worker(self, line: str) -> LineWorker:
         worker = self.workers.get(line)
@@ -234,18 +317,24 @@ class Station:
             raise ValueError(f"unknown line {line!r}; lines: {', '.join(sorted(self.workers))}")
         return worker
 
-    def switch(self, line: str, ref: str) -> dict:
-        """Serve ``line`` with profile ``ref`` (a name in profiles_dir or a path); a new
-        line starts serving. Other lines keep running: the new inspector is loaded here,
+    def switch(self, line: str, name: str) -> dict:
+        """Serve ``line`` with the profile named ``name`` (in profiles_dir); a new line
+        starts serving. A path, an unknown name or an invalid profile is refused before
+        anything changes. Other lines keep running: the new inspector is loaded here,
         then swapped in between two parts."""
         with self._switch_lock:
-            profile = self.config.resolve_profile(ref)
+            try:
+                profile = self.config.resolve_profile(name)
+            except FileNotFoundError as exc:
+                raise Refused("unknown_profile", str(exc), profiles=self.config.profile_names()) from None
+            except ValueError as exc:
+                raise Refused("invalid_profile", str(exc)) from None
             worker = self.workers.get(line)
             if worker is None:
                 worker = self._new_worker(line, profile)
                 worker.start()
                 self.workers[line] = worker
-                self.store.set_line_profile(line, profile.source)
+                self.store.set_line_profile(line, profile.name)
             else:
                 inspector = self._load_line(line, profile)
                 worker.call(lambda w: w.swap(profile, inspector))
@@ -262,7 +351,7 @@ class Station:
             lines[name] = {
                 **w.status, "product": w.profile.product, "profile_source": w.profile.source,
                 "model": w.inspector.model_digest, "profile": w.inspector.profile_digest,
-                "queue": w.queue.qsize(), "queue_capacity": w.queue.maxsize,
+                "queue": w.queue.qsize(), "queue_capacity": w.queue.maxsize, "queue_bytes": w.queued_bytes,
                 "queue_policy": w.profile.stream.queue_policy,
                 "awaiting_frames": self.intake.pending_counts.get(name, 0), "held": self.intake.held(name),
                 "busy_ms": None if w.busy_since is None else (time.monotonic() - w.busy_since) * 1e3,
@@ -276,4 +365,13 @@ class Station:
             "state_dir": str(self.config.state_dir), "malformed": station.get("malformed", 0),
             "counts": station, "published": self.publisher.published, "publish_queue": self.publisher.queued,
             "reject_backlog": self.publisher.reject_backlog,
+            "security": {"curve": self.guard is not None,
+                         "keys_dir": None if self.config.keys_dir is None else str(self.config.keys_dir)},
         }}
+
+
+def _last(request: dict) -> int:
+    last = request.get("last", 20)
+    if isinstance(last, bool) or not isinstance(last, int) or not 1 <= last <= _MAX_VERDICTS_REPLY:
+        raise ValueError(f"last must be an integer in [1, {_MAX_VERDICTS_REPLY}], got {str(last)[:32]}")
+    return last

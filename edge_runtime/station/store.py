@@ -1,4 +1,4 @@
-"""What survives a restart: received frames, the verdict log, windows, line switches.
+"""What survives a restart: received frames, the verdict log, windows, line switches, the audit log.
 
 One SQLite database (WAL) in the state directory plus one ``.npz`` file per
 saved window. The rules that make a SIGKILL lose no part:
@@ -13,6 +13,10 @@ saved window. The rules that make a SIGKILL lose no part:
 
 Columns ``line, part, seq, verdict, score, threshold, threshold_source, ts`` of
 table ``verdicts`` are read by ``musc-edge calibrate threshold --db``.
+
+Table ``audit`` holds who asked the station for what and how it ended: every
+control request that changes something, every refused one, every refused
+connection (the last ``AUDIT_KEEP`` rows).
 """
 from __future__ import annotations
 
@@ -49,7 +53,13 @@ CREATE TABLE IF NOT EXISTS windows (
 CREATE TABLE IF NOT EXISTS line_profiles (
     line TEXT PRIMARY KEY, profile TEXT NOT NULL, ts REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, who TEXT NOT NULL, role TEXT,
+    address TEXT, what TEXT NOT NULL, result TEXT NOT NULL, detail TEXT
+);
 """
+AUDIT_KEEP = 100_000  # rows; a caller retrying bad requests cannot fill the disk
+_AUDIT_TEXT = 512  # characters kept of a request or a reason
 
 
 @dataclass
@@ -222,6 +232,25 @@ class Store:
     def line_profiles(self) -> dict[str, str]:
         with self._lock:
             return dict(self._db.execute("SELECT line, profile FROM line_profiles"))
+
+    # --- audit ------------------------------------------------------------
+
+    def audit(self, who: str, role: str | None, address: str | None, what: str, result: str,
+              detail: str = "") -> None:
+        """Append one audit entry (committed on return); texts are cut to a few hundred characters."""
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO audit (ts, who, role, address, what, result, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (time.time(), who, role, address, what[:_AUDIT_TEXT], result, detail[:_AUDIT_TEXT]))
+            self._db.execute("DELETE FROM audit WHERE id <= ?", (cur.lastrowid - AUDIT_KEEP,))
+
+    def audit_log(self, last: int = 20) -> list[dict]:
+        """The last ``last`` audit entries, oldest first."""
+        with self._lock:
+            cur = self._db.execute("SELECT id, ts, who, role, address, what, result, detail FROM audit"
+                                   " ORDER BY id DESC LIMIT ?", (int(last),))
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row)) for row in cur.fetchall()[::-1]]
 
 
 def _fsync_dir(path: Path) -> None:

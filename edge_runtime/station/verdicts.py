@@ -7,12 +7,15 @@ a bad frame, an unknown line, a missing frame, overload). Either way it is a
 logged first, then published. Logging first means a crash can hide a verdict
 from subscribers (they ask the control socket for it) but never produce two
 verdicts for a part. One lock keeps the log order (``vseq``) and the publish
-order the same.
+order the same. Listeners (the HTTP server's observer) see each published
+verdict after that, outside the lock; a failing listener is logged and never
+costs a verdict.
 """
 from __future__ import annotations
 
 import logging
 import threading
+from typing import Callable
 
 from edge_runtime.station.metrics import Metrics
 from edge_runtime.station.store import Store
@@ -72,9 +75,13 @@ class VerdictSink:
         self.publisher = publisher
         self.metrics = metrics
         self._lock = threading.Lock()
+        # listener(logged verdict, map PNG or None, the part's Preprocessed frames or None)
+        self.listeners: list[Callable[[Verdict, bytes | None, object], None]] = []
 
-    def emit(self, verdict: Verdict, map_png: bytes | None, origin: str, drop_frames: bool) -> bool:
-        """Log and publish one verdict; False (nothing sent) when the part already has one."""
+    def emit(self, verdict: Verdict, map_png: bytes | None, origin: str, drop_frames: bool,
+             preprocessed=None) -> bool:
+        """Log and publish one verdict; False (nothing sent) when the part already has one.
+        preprocessed: the part as the encoders saw it, for listeners."""
         line_metrics = self.metrics.line(verdict.line)
         with self._lock:
             logged = self.store.log_verdict(verdict, origin, drop_frames)
@@ -83,6 +90,11 @@ class VerdictSink:
                 return False
             self.publisher.publish(logged, map_png)
         line_metrics.verdict(verdict.verdict, verdict.latency_ms.get("total"))
+        for listener in self.listeners:
+            try:
+                listener(logged, map_png, preprocessed)
+            except Exception:  # observing must not stop a line
+                log.exception("verdict listener %r failed on part %s", listener, verdict.part)
         if verdict.verdict == "error":
             log.warning("line %s part %s: error %s: %s", verdict.line, verdict.part,
                         verdict.error["code"], verdict.error["message"])

@@ -71,6 +71,12 @@ class LineWorker(threading.Thread):
         """Score what is queued, decide pending parts, save the window, end."""
         self._finish.set()
 
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of decoded frames waiting in the queue."""
+        with self.queue.mutex:
+            return sum(f.array.nbytes for part in self.queue.queue for f in part.frames.values())
+
     # --- the worker thread -------------------------------------------------
 
     def run(self) -> None:
@@ -120,11 +126,11 @@ class LineWorker(threading.Thread):
             decisions = []
             self._emit_error(part, "internal", f"{type(exc).__name__}: {exc}")
         self._in_window.append(part.part)
+        self.status = dict(self.inspector.status())  # before the verdicts leave: who got one sees its window
         alerted = False
         for decision in decisions:
             self._emit(decision)
             alerted |= bool(decision.alerts)
-        self.status = dict(self.inspector.status())
         self.busy_since = None
         if alerted or len(self._in_window) >= self.snapshot_every:
             try:
@@ -134,9 +140,10 @@ class LineWorker(threading.Thread):
 
     def flush(self) -> None:
         """Decide every pending part now (decision_delay > 0)."""
-        for decision in self.inspector.flush():
-            self._emit(decision)
+        decisions = self.inspector.flush()
         self.status = dict(self.inspector.status())
+        for decision in decisions:
+            self._emit(decision)
 
     def operate(self, fn: Callable[[object], object]) -> object:
         """An operator's word on the references (``fn(inspector)``: label, accept_shift,
@@ -166,6 +173,12 @@ class LineWorker(threading.Thread):
         self.snapshot()
         self.status = dict(self.inspector.status())
 
+    def clear_threshold(self) -> None:
+        """Back to the profile's threshold policy (saved, like set_threshold)."""
+        self.inspector.clear_threshold()
+        self.snapshot()
+        self.status = dict(self.inspector.status())
+
     def swap(self, profile: LineProfile, inspector) -> None:
         """Switch the line to another profile (worker thread): decide pending parts,
         save the old window, continue with ``inspector`` (its saved window already loaded)."""
@@ -174,7 +187,7 @@ class LineWorker(threading.Thread):
         self.profile, self.inspector = profile, inspector
         with self.queue.mutex:
             self.queue.maxsize = profile.stream.queue
-        self.store.set_line_profile(self.line, profile.source)
+        self.store.set_line_profile(self.line, profile.name)
         self.status = dict(inspector.status())
 
     def _emit(self, decision) -> None:
@@ -184,7 +197,7 @@ class LineWorker(threading.Thread):
         verdict, png = from_decision(self.line, decision, self.inspector.model_digest,
                                      self.inspector.profile_digest, stages,
                                      with_map=self.profile.settings.map_output)
-        self.sink.emit(verdict, png, origin="inspector", drop_frames=False)
+        self.sink.emit(verdict, png, origin="inspector", drop_frames=False, preprocessed=decision.preprocessed)
         for alert in decision.alerts:
             self.sink.alert(alert)
 

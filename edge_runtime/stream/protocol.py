@@ -20,13 +20,30 @@ VERSION = 1
 SENSORS = {"rgb": "2d", "xyz": "3d"}  # sensor -> modality it feeds
 ENCODINGS = ("png", "jpeg", "raw")
 VERDICTS = ("ok", "ng", "inconclusive", "error")
-COMMANDS = ("status", "switch", "reset", "set_threshold", "snapshot", "verdicts", "shutdown",
-            "ack_alert", "label", "accept_shift", "pin")
+# Each control command and the fields it takes (other fields are refused); required ones first.
+COMMANDS = {
+    "status": ((), ("line",)),
+    "verdicts": (("line",), ("last", "parts")),
+    "audit": ((), ("last",)),
+    "switch": (("line", "profile"), ()),
+    "reset": (("line",), ()),
+    "set_threshold": (("line", "value"), ("source",)),
+    "clear_threshold": (("line",), ()),
+    "snapshot": ((), ("line",)),
+    "shutdown": ((), ()),
+    "ack_alert": (("line", "id"), ()),
+    "label": (("line", "part", "label"), ()),
+    "accept_shift": (("line",), ()),
+    "pin": (("line", "part"), ()),
+}
+MAX_REQUEST_BYTES = 64 * 1024  # a control request is a few fields; bigger ones are cut off by ZeroMQ
 ALERT_KINDS = ("ng_rate", "recurring_defect", "drift")
 LABELS = ("good", "defect")
 
 # Names travel in ZeroMQ topics and file names: keep them plain.
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+# A threshold's source travels in every verdict: a short label.
+LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,31}$")
 _MAX_SIDE = 16384
 
 
@@ -427,28 +444,34 @@ def parse_request(raw: bytes) -> dict:
     if not isinstance(obj, dict):
         raise ProtocolError("bad_request", f"a control request must be a map, got {type(obj).__name__}")
     cmd = obj.get("cmd")
-    if cmd not in COMMANDS:
-        raise ProtocolError("unknown_command", f"unknown command {cmd!r}; known: {', '.join(COMMANDS)}")
-    needs_line = {"switch": ("line", "profile"), "reset": ("line",), "set_threshold": ("line", "value"),
-                  "verdicts": ("line",), "ack_alert": ("line", "id"), "label": ("line", "part", "label"),
-                  "accept_shift": ("line",), "pin": ("line", "part")}
-    missing = [k for k in needs_line.get(cmd, ()) if k not in obj]
+    if not isinstance(cmd, str) or cmd not in COMMANDS:
+        raise ProtocolError("unknown_command", f"unknown command {str(cmd)[:64]!r}; known: {', '.join(COMMANDS)}")
+    required, optional = COMMANDS[cmd]
+    missing = [k for k in required if k not in obj]
     if missing:
         raise ProtocolError("bad_request", f"{cmd} needs " + ", ".join(missing))
+    unknown = sorted(str(k)[:32] for k in set(obj) - {"cmd", *required, *optional})
+    if unknown:
+        raise ProtocolError("bad_request", f"{cmd} takes {', '.join((*required, *optional)) or 'no fields'}; "
+                                           f"unknown: {', '.join(unknown)}")
     if "line" in obj and obj["line"] is not None and _name(obj, "line") is None:
-        raise ProtocolError("bad_request", f"line must be a plain name, got {obj['line']!r}")
+        raise ProtocolError("bad_request", f"line must be a plain name, got {str(obj['line'])[:64]!r}")
     if cmd == "set_threshold":
         value = obj["value"]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ProtocolError("bad_request", f"threshold value must be a finite number, got {value!r}")
+            raise ProtocolError("bad_request", f"threshold value must be a finite number, got {str(value)[:64]!r}")
+        source = obj.get("source", "manual")
+        if not isinstance(source, str) or not LABEL.match(source):
+            raise ProtocolError("bad_request", "source must be a short label (letters, digits, _.:-, at most 32), "
+                                               f"got {str(source)[:40]!r}")
     if cmd in ("label", "pin") and _name(obj, "part") is None:
-        raise ProtocolError("bad_request", f"part must be a part id, got {obj['part']!r}")
+        raise ProtocolError("bad_request", f"part must be a part id, got {str(obj['part'])[:64]!r}")
     if cmd == "label" and obj["label"] not in LABELS:
-        raise ProtocolError("bad_request", f"label must be one of {', '.join(LABELS)}, got {obj['label']!r}")
-    if cmd == "ack_alert" and not (isinstance(obj["id"], str) and obj["id"]):
-        raise ProtocolError("bad_request", f"id must be an alert id, got {obj['id']!r}")
-    if cmd == "switch" and not (isinstance(obj["profile"], str) and obj["profile"]):
-        raise ProtocolError("bad_request", f"profile must be a profile name or path, got {obj['profile']!r}")
+        raise ProtocolError("bad_request", f"label must be one of {', '.join(LABELS)}, got {str(obj['label'])[:32]!r}")
+    if cmd == "ack_alert" and _name(obj, "id") is None:
+        raise ProtocolError("bad_request", f"id must be an alert id, got {str(obj['id'])[:64]!r}")
+    if cmd == "switch" and not isinstance(obj["profile"], str):
+        raise ProtocolError("bad_request", f"profile must be a profile name, got {type(obj['profile']).__name__}")
     return obj
 
 

@@ -16,9 +16,13 @@ from collections import deque
 import zmq
 
 from edge_runtime.stream.protocol import AlertMessage, Verdict, pack_alert, pack_verdict
+from edge_runtime.stream.security import Guard
 from edge_runtime.stream.sockets import bind
 
 log = logging.getLogger(__name__)
+
+# Subscribers send only subscriptions (a topic prefix); anything bigger drops the connection.
+_MAX_INBOUND_BYTES = 4096
 
 
 class Publisher(threading.Thread):
@@ -26,17 +30,19 @@ class Publisher(threading.Thread):
 
     Sockets are bound in the constructor (so a busy port fails at start-up) and
     used only by this thread afterwards. ``publish`` may be called from any thread
-    and never blocks.
+    and never blocks. guard: CURVE for both sockets (``edge_runtime.stream.security``), or None.
     """
 
     def __init__(self, ctx: zmq.Context, endpoint: str, reject_endpoint: str | None = None,
-                 backlog: int = 100_000):
+                 backlog: int = 100_000, guard: Guard | None = None):
         super().__init__(name="publisher", daemon=True)
-        self._pub, self.endpoint = bind(ctx, zmq.PUB, endpoint, LINGER=1000)
+        self._pub, self.endpoint = bind(ctx, zmq.PUB, endpoint, "verdicts", guard, LINGER=1000,
+                                        MAXMSGSIZE=_MAX_INBOUND_BYTES)
         self._reject = None
         self.reject_endpoint = None
         if reject_endpoint:
-            self._reject, self.reject_endpoint = bind(ctx, zmq.PUSH, reject_endpoint, LINGER=2000)
+            self._reject, self.reject_endpoint = bind(ctx, zmq.PUSH, reject_endpoint, "reject", guard, LINGER=2000,
+                                                      MAXMSGSIZE=_MAX_INBOUND_BYTES)
         self._queue: queue.Queue = queue.Queue()
         self._backlog: deque = deque()
         self._backlog_max = backlog
