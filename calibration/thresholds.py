@@ -31,6 +31,14 @@ import numpy as np
 
 SOURCES = ("fixed", "mad", "quantile", "labelled-f1", "labelled-recall")
 MIN_SCORES = 5
+# Parameters per policy with their defaults (None: required); the one place a default lives.
+DEFAULTS: dict[str, dict[str, float | int | None]] = {
+    "fixed": {"value": None},
+    "mad": {"k": 6.0, "window": 0},
+    "quantile": {"false_reject_rate": 0.01, "window": 0},
+    "labelled-f1": {},
+    "labelled-recall": {"target_recall": 0.95},
+}
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its standard deviation
 
 
@@ -93,7 +101,7 @@ def fixed(value: float) -> Threshold:
     return Threshold(value, "fixed", {"value": float(value)})
 
 
-def from_mad(scores, k: float = 3.0) -> Threshold:
+def from_mad(scores, k: float = DEFAULTS["mad"]["k"]) -> Threshold:
     """median + k * 1.4826 * MAD of ``scores`` (N,); assumes most of them are good parts.
 
     With all scores equal (MAD 0) the threshold is their value.
@@ -105,7 +113,7 @@ def from_mad(scores, k: float = 3.0) -> Threshold:
     return Threshold(median + k * MAD_TO_SIGMA * mad, "mad", {"k": k, "median": median, "mad": mad, "n": len(s)})
 
 
-def from_quantile(scores, false_reject_rate: float = 0.01) -> Threshold:
+def from_quantile(scores, false_reject_rate: float = DEFAULTS["quantile"]["false_reject_rate"]) -> Threshold:
     """The (1 - false_reject_rate) quantile of ``scores`` (N,); assumes they are all good parts."""
     s = _scores(scores)
     frr = _fraction(false_reject_rate, "false_reject_rate")
@@ -137,7 +145,8 @@ def _confusion(s: np.ndarray, defective: np.ndarray, thresholds: np.ndarray) -> 
     return caught, rejected
 
 
-def from_labels(scores, labels, objective: str = "f1", target_recall: float = 0.95) -> Threshold:
+def from_labels(scores, labels, objective: str = "f1",
+                target_recall: float = DEFAULTS["labelled-recall"]["target_recall"]) -> Threshold:
     """Threshold from labelled parts: ``scores`` (N,), ``labels`` (N,) 0 = good, 1 = defective.
 
     ``objective="f1"`` maximises F1 (ties: the higher threshold, fewer false
@@ -200,14 +209,6 @@ def best_in_hindsight(scores, labels, criterion: str = "min-error") -> float:
 
 # --------------------------------------------------------------------------- policy
 
-# parameters per policy, with defaults (None: required)
-_PARAMS: dict[str, dict[str, float | int | None]] = {
-    "fixed": {"value": None},
-    "mad": {"k": 3.0, "window": 0},
-    "quantile": {"false_reject_rate": 0.01, "window": 0},
-    "labelled-f1": {},
-    "labelled-recall": {"target_recall": 0.95},
-}
 # keys a profile's [threshold] table may carry besides the parameters
 _INFO = ("policy", "value", "fitted_on", "line")
 
@@ -228,9 +229,9 @@ class ThresholdPolicy:
     value: float | None = None
 
     def __post_init__(self) -> None:
-        if self.policy not in _PARAMS:
-            raise ValueError(f"unknown threshold policy {self.policy!r}; expected one of {', '.join(_PARAMS)}")
-        allowed = _PARAMS[self.policy]
+        if self.policy not in DEFAULTS:
+            raise ValueError(f"unknown threshold policy {self.policy!r}; expected one of {', '.join(DEFAULTS)}")
+        allowed = DEFAULTS[self.policy]
         unknown = sorted(set(self.params) - set(allowed))
         if unknown:
             raise ValueError(f"threshold policy {self.policy!r} takes {', '.join(allowed) or 'no parameters'}; "
@@ -261,7 +262,7 @@ class ThresholdPolicy:
     def from_table(cls, table: dict) -> "ThresholdPolicy":
         """Parse a profile's ``[threshold]`` table: ``policy = "mad"``, its parameters, optional ``value``."""
         if not isinstance(table, dict) or "policy" not in table:
-            raise ValueError("a [threshold] table needs a 'policy' key (one of " + ", ".join(_PARAMS) + ")")
+            raise ValueError("a [threshold] table needs a 'policy' key (one of " + ", ".join(DEFAULTS) + ")")
         params = {k: v for k, v in table.items() if k not in _INFO}
         value = table.get("value")
         if table["policy"] == "fixed" and value is not None:

@@ -44,3 +44,20 @@ def test_fusion_finds_what_each_modality_alone_misses(evaluated):
 def test_bad_dataset_root_is_a_clear_error(tmp_path, capsys):
     assert cli(["eval", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 1
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_replay_runs_the_guard_on_a_burst_line_and_draws_it(tmp_path):
+    root, out = tmp_path / "lines", tmp_path / "eval"
+    assert cli(["synth", "--out", str(root), "--classes", "tile", "--parts", "36", "--defect-rate", "0",
+                "--seed", "5", "--systematic", "contamination", "--burst-start", "14", "--burst-len", "12"]) == 0
+    assert cli(["eval", "--root", str(root), "--modality", "2d+3d", "--mode", "replay", "--window", "12",
+                "--groups", "256", "--group-size", "32", "--overlays", "0", "--out", str(out)]) == 0
+    guard = json.loads((out / "metrics.json").read_text())["classes"]["tile"]["guard"]
+    burst = guard["burst"]
+    assert (burst["start"], burst["length"]) == (14, 12)
+    assert burst["recall"] >= 0.9 and guard["false_ng"] <= 0.1 and burst["first_alert_delay"] <= 5
+    assert abs(burst["threshold_during_max"] / burst["threshold_before"] - 1) <= 0.15
+    assert "burst recall" in (out / "metrics.md").read_text()
+    rows = (out / "scores.csv").read_text().splitlines()
+    assert rows[0].endswith(",verdict,threshold,reference,alerts") and len(rows) == 37
+    assert (out / "timeline" / "tile.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -15,7 +15,7 @@ N_PARTS = 12
 
 @pytest.fixture(scope="module")
 def parts():
-    return list(iter_parts("tile", N_PARTS, 0.25, seed=3))
+    return list(iter_parts("tile", N_PARTS, 0.25, seed=2))  # defects: parts 1, 2 (warm-up) and 8
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +49,13 @@ def test_verdicts_after_warm_up_with_threshold_and_regions(parts, extractor, ext
     inspector = LineInspector(SETTINGS, "tile", extractor=extractor)
     decisions = run(inspector, extracted)
     assert [d.part for d in decisions] == [f"p{i}" for i in range(N_PARTS)]
-    warm = SETTINGS.min_window - 1
+    # min_window counts references: the first min_window parts join provisionally, then the
+    # warm window re-judges them: the stain of part 1 leaves for the quarantine, so part 6 warms up too
+    warm = SETTINGS.min_window + 1
     for d in decisions[:warm]:
         assert d.verdict == "inconclusive" and d.error["code"] == "warming_up" and d.score is None
+        assert d.reference  # provisionally, until re-judged
+    assert list(inspector.quarantine) == ["p1", "p8"] and not inspector.window.is_reference("p1")
     for d in decisions[warm:]:
         assert d.verdict in ("ok", "ng") and d.threshold_source == "mad"
         assert d.anomaly_map.shape == (224, 224) and np.isfinite(d.score)
@@ -68,10 +72,16 @@ def test_decision_delay_and_flush(extractor, extracted):
     inspector = LineInspector(delayed, "tile", extractor=extractor)
     decisions = run(inspector, extracted)
     assert [d.part for d in decisions] == [f"p{i}" for i in range(N_PARTS - 2)]
-    # A delayed decision sees the later parts: the window had 2 more members.
-    assert decisions[-1].window == min(SETTINGS.window, N_PARTS) - 1
     assert [d.part for d in inspector.flush()] == [f"p{N_PARTS - 2}", f"p{N_PARTS - 1}"]
     assert inspector.flush() == []
+    # Under the guard the later parts are undecided candidates, not references: the delay changes nothing.
+    undelayed = run(LineInspector(SETTINGS, "tile", extractor=extractor), extracted)
+    assert [d.verdict for d in decisions] == [d.verdict for d in undelayed[:N_PARTS - 2]]
+    np.testing.assert_allclose([d.score or 0 for d in decisions], [d.score or 0 for d in undelayed[:N_PARTS - 2]],
+                               atol=1e-5)
+    # Without it a delayed decision sees the later parts: the window had 2 more members.
+    plain = LineInspector(dataclasses.replace(delayed, guard=False), "tile", extractor=extractor)
+    assert run(plain, extracted)[-1].window == min(SETTINGS.window, N_PARTS) - 1
 
 
 def test_state_resumes_warm_with_identical_decisions(extractor, extracted):
@@ -103,10 +113,11 @@ def test_partial_part_is_scored_on_what_it_has_without_joining(extractor, extrac
 
 def test_operator_threshold_overrides_policy(extractor, extracted):
     inspector = LineInspector(SETTINGS, "tile", extractor=extractor)
+    run(inspector, extracted[:SETTINGS.min_window + 2])  # warm (see the warm-up test)
     inspector.set_threshold(0.0, "operator")
-    decisions = run(inspector, extracted[:8])
-    assert decisions[-1].verdict == "ng" and decisions[-1].threshold == 0.0
-    assert decisions[-1].threshold_source == "operator"
+    decisions = run(inspector, extracted[:SETTINGS.min_window + 4], SETTINGS.min_window + 2)
+    assert [d.verdict for d in decisions] == ["ng", "ng"] and decisions[-1].threshold == 0.0
+    assert decisions[-1].threshold_source == "operator" and not decisions[-1].reference
 
 
 def test_bad_frames_raise_inspection_errors_naming_the_problem(parts, extractor):

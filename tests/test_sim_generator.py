@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
 
 from edge_runtime.sim.defects import APPEARANCE_THRESHOLD, GEOMETRY_THRESHOLD
-from edge_runtime.sim.generator import defect_plan, defective_scene, iter_parts, part_scene, render_part
+from edge_runtime.sim import cli as synth_cli
+from edge_runtime.sim.generator import Burst, defect_plan, defective_scene, iter_parts, part_scene, render_part
 from edge_runtime.sim.products import DEFECT_KINDS, DEFECTS, FAMILIES, LineSpec, family_of, line_spec
 
 SIZE = 96
@@ -125,6 +127,35 @@ def test_iter_parts_finite_follows_the_plan_and_endless_keeps_going():
     stream = iter_parts("gland", None, 1.0, 0, image_size=48)
     endless = [next(stream) for _ in range(3)]
     assert all(p.defect in spec.defects for p in endless)
+
+
+def test_systematic_burst_puts_the_same_defect_at_the_same_place(tmp_path):
+    burst = Burst("contamination", 3, 3)
+    spec = line_spec("tile", 0, SIZE)
+    plan = defect_plan(spec, 10, 0.2, 0, burst)
+    assert plan[3:6] == ["contamination"] * 3
+    others = [d for i, d in enumerate(plan) if not burst.covers(i)]
+    assert sum(d is not None for d in others) == round(0.2 * 7)
+    assert defect_plan(spec, 10, 0.2, 0, None) == defect_plan(spec, 10, 0.2, 0)
+    parts = [render_part(spec, i, 0, plan[i], burst) for i in range(3, 6)]
+    centres = [np.argwhere(p.gt).mean(axis=0) for p in parts]
+    sizes = [np.count_nonzero(p.gt) for p in parts]
+    # the parts differ (pose, texture, light) but the defect stays where it was, as large as it was
+    assert not np.array_equal(parts[0].rgb, parts[1].rgb)
+    assert max(np.abs(c - centres[0]).max() for c in centres) <= 1.0 and max(sizes) - min(sizes) <= 0.1 * sizes[0]
+    other = render_part(spec, 8, 0, "contamination")
+    assert np.abs(np.argwhere(other.gt).mean(axis=0) - centres[0]).max() > 1.0
+    with pytest.raises(ValueError, match="does not fit"):
+        defect_plan(spec, 5, 0.2, 0, burst)
+    with pytest.raises(ValueError, match="unknown systematic defect"):
+        Burst("rust", 0, 3)
+    assert synth_cli.main(["--out", str(tmp_path), "--classes", "tile", "--parts", "8", "--image-size", "48",
+                           "--systematic", "dent", "--burst-start", "2", "--burst-len", "4"]) == 0
+    meta = json.loads((tmp_path / "tile" / "sim_meta.json").read_text())
+    assert meta["burst"] == {"defect": "dent", "start": 2, "length": 4}
+    assert [p["part_index"] for p in meta["parts"] if p["systematic"]] == [2, 3, 4, 5]
+    with pytest.raises(SystemExit):
+        synth_cli.main(["--out", str(tmp_path), "--classes", "x", "--systematic", "dent", "--burst-start", "2"])
 
 
 def test_fixtured_parts_move_less_than_one_patch():

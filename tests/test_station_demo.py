@@ -27,8 +27,8 @@ def test_demo_runs_to_its_summary(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["parts"] == 20 and summary["verdicts"].get("error", 0) == 0
     decided = summary["verdicts"].get("ok", 0) + summary["verdicts"].get("ng", 0)
-    # 10 parts per line; a window below min_window (8) answers inconclusive
-    assert summary["verdicts"]["inconclusive"] >= 2 * 7 and decided >= 2 * 2
+    # 10 parts per line; until min_window (8) references are held the line answers inconclusive
+    assert summary["verdicts"]["inconclusive"] >= 2 * 8 and decided >= 2
     assert summary["parts_per_s"] > 0 and summary["latency_ms"]["end_to_end_p50"] > 0
     assert set(summary["lines"]) == {"tile", "washer"}
     assert summary["pictures"], "no anomaly-map picture written"

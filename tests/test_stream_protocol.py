@@ -148,3 +148,24 @@ def test_map_png_keeps_the_map_within_one_grey_level():
     np.testing.assert_array_equal(decode_map(flat_png, flat_scale), np.full((4, 4), 3.0))
     with pytest.raises(ValueError, match="NaN"):
         encode_map(np.array([[np.nan]]))
+
+
+def test_alert_messages_round_trip_and_bad_ones_are_refused():
+    from edge_runtime.stream.protocol import AlertMessage, Verdict, pack_alert, parse_alert
+
+    alert = AlertMessage(line="tile", id="ng_rate-1", kind="ng_rate", parts=("p1", "p2", "p3"),
+                         message="3 of the last 10 parts of line tile are ng", ts=1.5)
+    message = pack_alert(alert)
+    assert message[0] == b"alert.tile" and parse_alert(message) == alert
+    header = msgpack.unpackb(message[1], raw=False)
+    assert set(header) == {"v", "line", "id", "kind", "parts", "message", "ts"}
+    with pytest.raises(ProtocolError, match="alert kind"):
+        AlertMessage(line="tile", id="x", kind="panic", parts=(), message="m", ts=1.0)
+    with pytest.raises(ProtocolError, match="does not match line"):
+        parse_alert([b"alert.other", message[1]])
+    with pytest.raises(ProtocolError, match="exactly"):
+        parse_alert([b"alert.tile", msgpack.packb({**header, "extra": 1})])
+    verdict = Verdict(line="tile", part="p1", seq=1, verdict="ok", reference=True)
+    assert verdict.to_wire()["reference"] is True and Verdict.from_wire(verdict.to_wire()) == verdict
+    with pytest.raises(ProtocolError, match="reference must be true or false"):
+        Verdict(line="tile", part="p1", seq=1, verdict="ok", reference=1)

@@ -152,3 +152,32 @@ def test_bad_parts_are_refused_with_the_reason():
                        idw_index=np.zeros((20, 3), np.int32), idw_weight=np.full((20, 3), 1 / 3, np.float32))
     with pytest.raises(ValueError, match="do not match"):
         window.add("c", odd)
+
+
+def test_candidates_are_scored_against_references_only_and_pinned_references_stay():
+    rng = np.random.default_rng(3)
+    window = LineWindow(4, ("2d",), spare=2)
+    for t in range(4):
+        window.add(f"r{t}", make_part(rng, ("2d",)), pinned=t == 0)
+    window.add("c", make_part(rng, ("2d",)), reference=False)
+    window.add("d", make_part(rng, ("2d",)), reference=False)
+    assert window.reference_ids == ["r0", "r1", "r2", "r3"] and window.members[-2:] == ["c", "d"]
+    # a candidate's scores: against the references alone, as if the other candidate were absent
+    pool = np.stack([window.part("c").z2] + [window.part(p).z2 for p in window.reference_ids])
+    np.testing.assert_allclose(window.scores("c")["2d"], mutual_scores(pool)[0], atol=1e-5)
+    refs = np.stack([window.part(p).z2 for p in window.reference_ids])
+    np.testing.assert_allclose(window.scores("r2")["2d"], mutual_scores(refs)[2], atol=1e-5)
+    # admitting evicts the oldest reference that is not pinned
+    assert window.admit("c") == "r1"
+    assert window.reference_ids == ["r0", "r2", "r3", "c"] and window.pinned == ["r0"]
+    restored = LineWindow.from_state(window.state())
+    assert restored.reference_ids == window.reference_ids and restored.pinned == ["r0"]
+    assert not restored.is_reference("d")
+    np.testing.assert_array_equal(restored.scores("d")["2d"], window.scores("d")["2d"])
+    window.remove("d")
+    window.pin("r2")
+    window.pin("r3")
+    with pytest.raises(ValueError, match="at least one must be free"):
+        window.pin("c")
+    with pytest.raises(KeyError, match="not a reference"):
+        LineWindow(4, ("2d",)).pin("x")

@@ -25,6 +25,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--group-size", type=int, default=InspectionSettings.group_size)
     ap.add_argument("--pooling-3d", choices=["channel", "reference"], default="channel",
                     help="3D aggregation pooling: per channel, or as the official code (for reproducing its tables)")
+    ap.add_argument("--guard", choices=["on", "off"], default="on",
+                    help="replay: only parts decided ok become references (on), or every part joins (off)")
     ap.add_argument("--overlays", type=int, default=6, help="anomaly-map pictures per class")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--match-radius", type=int, help="aligned matching for fixtured parts (patches); default global")
@@ -35,6 +37,7 @@ def main(argv: list[str]) -> int:
     settings = InspectionSettings(
         modalities=tuple(mods), encoder_2d=args.encoder2d, encoder_3d=args.encoder3d, image_size=args.image_size,
         groups=args.groups, group_size=args.group_size, pooling_3d=args.pooling_3d, window=max(args.window + [8]),
+        guard=args.guard == "on",
         match_radius=args.match_radius,
     )
     combos = [Combination(m, "batch") for m in args.modality if "batch" in args.mode]

@@ -57,7 +57,7 @@ class Sample:
     index: arrival order within its class (a simulated line's part index, else
     the listing order). label: 0 good, 1 defective. defect_kind: "none",
     "appearance", "geometry" or "both" when the line's sim_meta.json says so,
-    else None. For the Eyecandies layout ``xyz_path`` is the 16-bit depth PNG,
+    else None; systematic: the part belongs to the line's systematic burst. For the Eyecandies layout ``xyz_path`` is the 16-bit depth PNG,
     converted to a cloud with ``depth_info_path`` and ``pose_path``.
     """
 
@@ -71,6 +71,7 @@ class Sample:
     gt_path: Path | None
     label: int
     defect_kind: str | None = None
+    systematic: bool = False
     layout: str = "mvtec3d"
     depth_info_path: Path | None = None
     pose_path: Path | None = None
@@ -161,6 +162,7 @@ def _mvtec3d_class(root: Path, class_name: str, split: str, problems: list[str])
                 class_name=class_name, split=split, defect=defect, name=stem,
                 index=int(entry.get("part_index", len(found))), rgb_path=paths["rgb"], xyz_path=paths["xyz"],
                 gt_path=gt, label=int(defect != "good"), defect_kind=entry.get("defect_kind"),
+                systematic=bool(entry.get("systematic", False)),
             ))
     listed = {(s.defect, s.name) for s in found}
     problems += [f"missing {split_dir / d / 'rgb' / (n + '.png')} (listed in {SIM_META_FILE})"
@@ -363,3 +365,22 @@ def load_sample(sample: Sample, image_size: int, **preprocess) -> tuple[np.ndarr
     gt_s = mask_on_grid(gt, rgb.shape[:2], image_size)
     xyz_s = pointcloud.preprocess_organized(xyz, image_size, **preprocess)
     return rgb_s, xyz_s.astype(np.float32), gt_s
+
+
+def read_good_parts(folder: str | Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Known-good parts in the MVTec 3D-AD ``train/good`` layout: ``folder/rgb/*.png`` with ``folder/xyz/*.tiff``.
+
+    Returns [(name, rgb (H, W, 3) uint8, xyz (H, W, 3) float32)], in natural
+    name order. Raises DatasetError naming a missing folder or unpaired file.
+    """
+    folder = Path(folder)
+    if not (folder / "rgb").is_dir() or not (folder / "xyz").is_dir():
+        raise DatasetError(f"reference folder {folder} needs rgb/ and xyz/ sub-folders (MVTec 3D-AD train/good layout)")
+    rgb = {p.stem: p for p in (folder / "rgb").iterdir() if p.suffix.lower() in _SUFFIXES["rgb"]}
+    xyz = {p.stem: p for p in (folder / "xyz").iterdir() if p.suffix.lower() in _SUFFIXES["xyz"]}
+    problems = [f"{folder / 'rgb'} has {n} without its xyz" for n in sorted(set(rgb) - set(xyz))]
+    problems += [f"{folder / 'xyz'} has {n} without its rgb" for n in sorted(set(xyz) - set(rgb))]
+    if not rgb and not problems:
+        problems.append(f"no parts in {folder / 'rgb'}")
+    _raise_problems(f"reference folder {folder}", problems)
+    return [(name, _read_rgb(rgb[name]), _read_xyz_tiff(xyz[name])) for name in sorted(rgb, key=_natural_key)]

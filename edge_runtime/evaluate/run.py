@@ -2,7 +2,9 @@
 
 batch: the paper's protocol, every test part of a class in one pool (or pools
 of a given size). replay: parts in order through the station's LineInspector
-(the same window, decisions and re-scoring), so the numbers are the station's.
+(the same window, guard, decisions, re-scoring and alerts), so the numbers are
+the station's; replay also reports the verdicts (`guard_metrics`) and draws
+each line's scores and threshold over time.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edge_runtime.evaluate import datasets
+from edge_runtime.evaluate.guard import PartLog, guard_metrics, timeline_png
 from edge_runtime.evaluate.metrics import compute_metrics
 from edge_runtime.evaluate.overlay import overlay_png
 from edge_runtime.inspection.features import FeatureExtractor, InspectionError
@@ -96,7 +99,9 @@ def run_batch(data: ClassData, combo: Combination, settings: InspectionSettings,
 
 
 def run_replay(data: ClassData, combo: Combination, settings: InspectionSettings, extractor: FeatureExtractor):
-    """Parts in order through a LineInspector; parts decided before the window is warm have no score."""
+    """Parts in order through a LineInspector; parts decided before the window is warm have no score.
+
+    Returns ((maps, scores, scored), per-part PartLog list)."""
     line = dataclasses.replace(settings, modalities=combo.modalities, window=combo.window,
                                min_window=min(settings.min_window, combo.window), decision_delay=0)
     inspector = LineInspector(line, data.name, extractor=extractor)
@@ -104,12 +109,14 @@ def run_replay(data: ClassData, combo: Combination, settings: InspectionSettings
     maps = np.zeros((n,) + data.gt.shape[1:], np.float32)
     scores = np.zeros(n, np.float32)
     scored = np.zeros(n, bool)
+    logs: list[PartLog | None] = [None] * n
     for i, f in enumerate(data.features):
         for d in inspector.inspect_features(str(i), i, f.only(combo.modalities)):
             j = int(d.part)
+            logs[j] = PartLog(d.verdict, d.score, d.threshold, d.reference, [a.kind for a in d.alerts])
             if d.score is not None:
                 maps[j], scores[j], scored[j] = d.anomaly_map, d.score, True
-    return maps, scores, scored
+    return (maps, scores, scored), logs
 
 
 def metrics_for(data: ClassData, maps: np.ndarray, scores: np.ndarray, scored: np.ndarray) -> dict:
@@ -145,24 +152,53 @@ def markdown(per_class: dict[str, dict], mean: dict, title: str) -> str:
     if kinds:
         lines += ["", "Image AUROC by defect kind (good parts + that kind):", ""]
         lines += ["| kind | image AUROC |", "|---|---|"] + [f"| {k} | {100 * v:.2f} |" for k, v in kinds.items()]
+    guarded = {n: m["guard"] for n, m in per_class.items() if "guard" in m}
+    if guarded:
+        lines += ["", "Verdicts (replay): ng recall on defective parts, false ng on good parts; a burst's recall, "
+                  "first alert (parts after its start), threshold before / highest during / after:", "",
+                  "| class | ng recall | false ng | inconclusive | burst recall | first alert | threshold |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, g in guarded.items():
+            b = g.get("burst", {})
+            thr = " / ".join("-" if b.get(k) is None else f"{b[k]:.3f}"
+                             for k in ("threshold_before", "threshold_during_max", "threshold_after")) if b else "-"
+            lines.append(f"| {name} | {_pct(g['ng_recall'])} | {_pct(g['false_ng'])} | {g['inconclusive']} | "
+                         f"{_pct(b.get('recall'))} | {b.get('first_alert_delay', '-')} | {thr} |")
     return "\n".join(lines) + "\n"
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
 def write_outputs(out: Path, combo: Combination, per_class: dict, config: dict, timing: dict,
-                  results: dict[str, tuple], data: dict[str, ClassData], overlays: int) -> dict:
+                  results: dict[str, tuple], data: dict[str, ClassData], overlays: int,
+                  logs: dict[str, list[PartLog]]) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     mean = mean_metrics(per_class)
     doc = {"classes": per_class, "mean": mean, "config": config, "timing": timing}
     (out / "metrics.json").write_text(json.dumps(doc, indent=2))
     (out / "metrics.md").write_text(markdown(per_class, mean, f"{combo.key}"))
-    rows = ["class,part,defect,label,score,scored"]
+    rows = ["class,part,defect,label,score,scored" + (",verdict,threshold,reference,alerts" if logs else "")]
     for name, (maps, scores, scored) in results.items():
         d = data[name]
-        for s, score, ok in zip(d.samples, scores, scored):
-            rows.append(f"{name},{s.name},{s.defect},{s.label},{float(score):.6f},{int(ok)}")
+        for i, (s, score, ok) in enumerate(zip(d.samples, scores, scored)):
+            row = f"{name},{s.name},{s.defect},{s.label},{float(score):.6f},{int(ok)}"
+            if logs:
+                g = logs[name][i]
+                threshold = "" if g.threshold is None else f"{g.threshold:.6f}"
+                row += f",{g.verdict},{threshold},{int(g.reference)}," + " ".join(g.alerts)
+            rows.append(row)
         _write_overlays(out / "overlays" / name, d, maps, scores, scored, overlays)
+        if logs:
+            timeline_png(out / "timeline" / f"{name}.png", logs[name], d.labels, _systematic(d),
+                         f"{name} {combo.key}: scores (hollow = not a reference), threshold, alerts")
     (out / "scores.csv").write_text("\n".join(rows) + "\n")
     return doc
+
+
+def _systematic(d: ClassData) -> np.ndarray:
+    return np.array([s.systematic for s in d.samples], dtype=bool)
 
 
 def _write_overlays(folder: Path, d: ClassData, maps, scores, scored, count: int) -> None:
@@ -196,15 +232,17 @@ def evaluate(dataset: str, root: str, classes: Sequence[str] | None, combos: Seq
     out = Path(out)
     docs = {}
     for combo in tqdm(combos, desc="scoring", unit="run"):
-        per_class, results, seconds = {}, {}, {}
+        per_class, results, seconds, logs = {}, {}, {}, {}
         for name, d in data.items():
             t = time.perf_counter()
             if combo.mode == "batch":
                 results[name] = run_batch(d, combo, settings, subset, seed)
             else:
-                results[name] = run_replay(d, combo, settings, extractor)
+                results[name], logs[name] = run_replay(d, combo, settings, extractor)
             seconds[name] = time.perf_counter() - t
             per_class[name] = metrics_for(d, *results[name])
+            if name in logs:
+                per_class[name]["guard"] = guard_metrics(logs[name], d.labels, _systematic(d))
         config = {"dataset": dataset, "root": str(root), "modality": combo.modality, "mode": combo.mode,
                   "window": combo.window, "subset": subset, "settings": settings.to_dict(),
                   "model": extractor.model_digest}
@@ -212,7 +250,7 @@ def evaluate(dataset: str, root: str, classes: Sequence[str] | None, combos: Seq
                   "extract_ms_per_part": {n: d.extract_ms for n, d in data.items()},
                   "score_seconds": seconds}
         target = out if len(combos) == 1 else out / combo.key
-        docs[combo.key] = write_outputs(target, combo, per_class, config, timing, results, data, overlays)
+        docs[combo.key] = write_outputs(target, combo, per_class, config, timing, results, data, overlays, logs)
     if len(combos) > 1:
         _write_summary(out, docs)
     return docs

@@ -10,6 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from edge_runtime.inspection.alerts import AlertSettings
 from edge_runtime.inspection.device import parse_device
 from edge_runtime.inspection.threshold import check_threshold_table
 from edge_runtime.scoring.aligned import check_radius
@@ -17,7 +18,9 @@ from edge_runtime.scoring.aligned import check_radius
 MODALITIES = ("2d", "3d")
 
 # The TOML sections of a line profile that map onto settings fields.
-_SECTIONS = ("line", "encoders", "scoring", "pointcloud", "threshold", "output")
+_SECTIONS = ("line", "encoders", "scoring", "pointcloud", "threshold", "output", "guard", "alerts")
+# Sections read whole as tables by their own module (calibration.thresholds, inspection.alerts).
+_TABLES = ("threshold", "alerts")
 
 
 @dataclass(frozen=True)
@@ -27,14 +30,20 @@ class InspectionSettings:
     modalities: which sensors the line needs, a subset of ("2d", "3d").
     encoder_2d / encoder_3d: a manifest path, or "default" (EfficientNet-Lite0,
     exported on first use) / "fpfh" (weight-free 3D descriptors).
-    window: N, the rolling window of recent parts; min_window: below it
-    verdicts are inconclusive (mutual scoring needs >= 5 references).
+    window: N, the references every part is scored against (the last parts
+    believed good); min_window: with fewer references verdicts are
+    inconclusive (mutual scoring needs >= 5 references).
     decision_delay: later parts a verdict waits for (0 = decide on arrival).
     match_radius: None (global matching) or r >= 0 (aligned matching for
     fixtured parts: a patch meets only reference patches within r cells).
     device: "cpu", or "cuda" / "cuda:N": the window's distance work on that GPU
     (CuPy) and the encoders on ONNX Runtime's GPU providers (a WARNING when missing).
     threshold: the [threshold] table, read by calibration.thresholds.
+    guard ([guard] enabled): only parts decided ok become references, ng parts
+    go to a quarantine of ``quarantine`` parts; off, every part joins (plain
+    MuSc streaming). references ([guard] references): a folder of known-good
+    parts (MVTec 3D-AD ``train/good`` layout) pinned in the window at start.
+    alerts: the [alerts] table, read by inspection.alerts.
     """
 
     modalities: tuple[str, ...] = ("2d", "3d")
@@ -57,9 +66,13 @@ class InspectionSettings:
     plane_distance: float = 0.005
     clean: bool = True
     calibration: str | None = None
-    threshold: dict = field(default_factory=lambda: {"policy": "mad", "k": 6.0})
+    threshold: dict = field(default_factory=lambda: {"policy": "mad"})
     map_output: bool = False
     map_sigma: float = 4.0
+    guard: bool = True
+    quarantine: int = 32
+    references: str | None = None
+    alerts: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         mods = tuple(self.modalities)
@@ -94,6 +107,9 @@ class InspectionSettings:
         if self.plane_distance <= 0:
             raise ValueError(f"plane_distance must be > 0 metres, got {self.plane_distance}")
         check_threshold_table(self.threshold)
+        if isinstance(self.quarantine, bool) or not isinstance(self.quarantine, int) or self.quarantine < 0:
+            raise ValueError(f"[guard] quarantine must be an integer >= 0, got {self.quarantine!r}")
+        AlertSettings.from_table(self.alerts)  # names a bad key or value
 
     @classmethod
     def from_profile(cls, profile: dict) -> "InspectionSettings":
@@ -101,20 +117,21 @@ class InspectionSettings:
         [pointcloud], [threshold], [output]. Unknown keys are an error naming them."""
         known = {f.name for f in dataclasses.fields(cls)}
         renames = {("encoders", "rgb"): "encoder_2d", ("encoders", "xyz"): "encoder_3d",
-                   ("output", "map"): "map_output"}
+                   ("output", "map"): "map_output", ("guard", "enabled"): "guard"}
+        guard_keys = {"guard", "quarantine", "references"}
         values: dict = {}
         unknown = []
         for section, table in profile.items():
             if section not in _SECTIONS:
                 continue  # other sections (e.g. [stream]) belong to the station
-            if section == "threshold":
-                values["threshold"] = dict(table)
+            if section in _TABLES:
+                values[section] = dict(table)
                 continue
             for key, value in table.items():
                 name = renames.get((section, key), key)
                 if name in ("name",) and section == "line":
                     continue
-                if name not in known:
+                if name not in known or (section == "guard") != (name in guard_keys):
                     unknown.append(f"[{section}] {key}")
                     continue
                 values[name] = tuple(value) if isinstance(value, list) else value

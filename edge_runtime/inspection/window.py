@@ -13,6 +13,11 @@ The distance work runs on the host (scoring.tiles, cache tiles on worker
 threads) or, with ``device = "cuda:N"``, on a GPU: the features and rows then
 stay there (CuPy) and only the scored part's rows come back to the host for
 CAE. Aligned matching runs on the host.
+
+Membership: a member is a reference (what the others are scored against) or
+a candidate (a part waiting for its verdict, scored against the references
+only). Candidates become references through ``admit``; the window keeps at
+most ``capacity`` references, evicting the oldest one that is not pinned.
 """
 from __future__ import annotations
 
@@ -39,22 +44,25 @@ from edge_runtime.scoring.tiles import GPU_BUDGET, distances, squared_min_distan
 
 
 class LineWindow:
-    """The last ``capacity`` parts of one line.
+    """The references of one line (at most ``capacity``) and the candidates being decided.
 
-    capacity : N. modalities : ("2d",), ("3d",) or ("2d", "3d"); 2D+3D scores
-    use cross-modal enhancement. interval : fraction of references averaged.
+    capacity : N references. modalities : ("2d",), ("3d",) or ("2d", "3d");
+    2D+3D scores use cross-modal enhancement. interval : fraction of references averaged.
     budget : bytes of distance tile one worker holds at once (on a GPU: of one
         distance block; default DEFAULT_BUDGET on the host, GPU_BUDGET on a GPU).
     match_radius : None (global matching) or r: a patch meets only reference
         patches within r cells (3D centres by point2patch); parts need a grid.
     device : "cpu" or "cuda[:N]" (CuPy; global matching only).
+    spare : room for candidates beyond the N references (slots = capacity + spare).
     """
 
     def __init__(self, capacity: int, modalities: Sequence[str], interval: float = 0.3, budget: int | None = None,
-                 match_radius: int | None = None, device: str = "cpu"):
+                 match_radius: int | None = None, device: str = "cpu", spare: int = 0):
         if capacity < 2:
             raise ValueError(f"window capacity must be >= 2, got {capacity}")
         self.capacity = int(capacity)
+        self.spare = int(spare)
+        self.slots = self.capacity + self.spare
         self.modalities = tuple(modalities)
         self.interval = check_interval(interval)
         on_gpu = parse_device(device)[0] != "cpu"
@@ -66,15 +74,17 @@ class LineWindow:
         self._xp = array_module(device)
         self._order: list[str] = []  # members, oldest first
         self._slot: dict[str, int] = {}
-        self._parts: list[PartFeatures | None] = [None] * self.capacity
-        # modality -> (n_layers, capacity, L, C + 2) float32 (on the window's device): members' features,
+        self._references: set[str] = set()
+        self._pinned: set[str] = set()  # references never evicted (golden parts, an operator's pins)
+        self._parts: list[PartFeatures | None] = [None] * self.slots
+        # modality -> (n_layers, slots, L, C + 2) float32 (on the window's device): members' features,
         # augmented once on arrival so each later arrival reads this contiguous buffer
         self._right: dict = {}
-        self._rows: dict = {}  # modality -> (n_layers, capacity, L, capacity) float32, same device
+        self._rows: dict = {}  # modality -> (n_layers, slots, L, slots) float32, same device
         # Aligned matching: modality -> each member's items per tile halo (scoring.aligned)
-        self._halo: dict[str, np.ndarray] = {}  # (n_layers, T, capacity, K, C + 2) float32
-        self._halo_pos: dict[str, np.ndarray] = {}  # (T, capacity, K) int16 halo_positions
-        self._halo_slots: dict[str, np.ndarray] = {}  # (capacity, L, HALO_COPIES) int32
+        self._halo: dict[str, np.ndarray] = {}  # (n_layers, T, slots, K, C + 2) float32
+        self._halo_pos: dict[str, np.ndarray] = {}  # (T, slots, K) int16 halo_positions
+        self._halo_slots: dict[str, np.ndarray] = {}  # (slots, L, HALO_COPIES) int32
         self._grid: tuple[int, int] | None = None  # the parts' patch grid (aligned matching)
 
     def __len__(self) -> int:
@@ -85,14 +95,29 @@ class LineWindow:
 
     @property
     def members(self) -> list[str]:
-        """Part ids, oldest first."""
+        """Part ids (references and candidates), oldest first."""
         return list(self._order)
+
+    @property
+    def reference_ids(self) -> list[str]:
+        """The references, oldest first."""
+        return [p for p in self._order if p in self._references]
+
+    @property
+    def pinned(self) -> list[str]:
+        return [p for p in self._order if p in self._pinned]
+
+    def is_reference(self, part: str) -> bool:
+        return part in self._references
 
     def part(self, part: str) -> PartFeatures:
         return self._parts[self._slot[part]]
 
-    def add(self, part: str, features: PartFeatures) -> str | None:
-        """Add a part (evicting the oldest when full). Returns the evicted part id or None."""
+    def add(self, part: str, features: PartFeatures, reference: bool = True, pinned: bool = False) -> str | None:
+        """Add a part as a reference (evicting the oldest unpinned one when full) or as a candidate.
+
+        Returns the evicted part id or None.
+        """
         if part in self._slot:
             raise ValueError(f"part {part!r} is already in the window")
         missing = [m for m in self.modalities if m not in features.modalities]
@@ -100,16 +125,47 @@ class LineWindow:
             raise ValueError(f"part {part!r} lacks {', '.join(missing)} features the window needs")
         for m in self.modalities:
             self._check_shape(m, features.features(m))
-        evicted = self._order[0] if len(self._order) == self.capacity else None
-        if evicted is not None:
-            self.remove(evicted)
-        slot = next(s for s in range(self.capacity) if self._parts[s] is None)
+        evicted = self._make_room() if reference else None
+        if len(self._order) == self.slots:
+            raise ValueError(f"the window has no room for candidate {part!r} ({self.spare} spare slots in use)")
+        slot = next(s for s in range(self.slots) if self._parts[s] is None)
         others = np.array([self._slot[p] for p in self._order], dtype=np.int64)
         for m in self.modalities:
             self._insert(m, slot, others, features)
         self._parts[slot] = features
         self._slot[part] = slot
         self._order.append(part)
+        if reference:
+            self._references.add(part)
+            if pinned:
+                self.pin(part)
+        return evicted
+
+    def admit(self, part: str) -> str | None:
+        """Make a candidate a reference; returns the reference evicted to make room, or None."""
+        if part not in self._slot:
+            raise KeyError(f"part {part!r} is not in the window")
+        if part in self._references:
+            return None
+        evicted = self._make_room()
+        self._references.add(part)
+        return evicted
+
+    def pin(self, part: str) -> None:
+        """Keep a reference for good (it is never evicted)."""
+        if part not in self._references:
+            raise KeyError(f"part {part!r} is not a reference of this window")
+        if part not in self._pinned and len(self._pinned) >= self.capacity - 1:
+            raise ValueError(f"{len(self._pinned)} of the window's {self.capacity} references are pinned: "
+                             "at least one must be free to follow the line")
+        self._pinned.add(part)
+
+    def _make_room(self) -> str | None:
+        """Evict the oldest unpinned reference when the references are full."""
+        if len(self._references) < self.capacity:
+            return None
+        evicted = next(p for p in self._order if p in self._references and p not in self._pinned)
+        self.remove(evicted)
         return evicted
 
     def _insert(self, modality: str, slot: int, others: np.ndarray, features: PartFeatures) -> None:
@@ -178,8 +234,8 @@ class LineWindow:
         n_layers, _, l, d = self._right[modality].shape
         t, width = members.shape
         if k is None or width > k:
-            halo = np.zeros((n_layers, t, self.capacity, width, d), np.float32)
-            halo_pos = np.full((t, self.capacity, width), halo_side(self.match_radius) ** 2, np.int16)
+            halo = np.zeros((n_layers, t, self.slots, width, d), np.float32)
+            halo_pos = np.full((t, self.slots, width), halo_side(self.match_radius) ** 2, np.int16)
             if k is not None:
                 halo[:, :, :, :k] = self._halo[modality]
                 halo_pos[:, :, :k] = self._halo_pos[modality]
@@ -188,7 +244,7 @@ class LineWindow:
                 tile, pos = np.divmod(old, k)
                 self._halo_slots[modality] = np.where(old == t * k, t * width, tile * width + pos).astype(np.int32)
             else:
-                self._halo_slots[modality] = np.full((self.capacity, l, HALO_COPIES), t * width, np.int32)
+                self._halo_slots[modality] = np.full((self.slots, l, HALO_COPIES), t * width, np.int32)
             self._halo[modality], self._halo_pos[modality] = halo, halo_pos
         # 2D: the layout is the grid's, the same for every slot (see _distances)
         pos = halo_positions(cells, members, self._grid, self.match_radius)
@@ -203,6 +259,8 @@ class LineWindow:
         """Drop a part; its column stops counting for every other member."""
         slot = self._slot.pop(part)
         self._order.remove(part)
+        self._references.discard(part)
+        self._pinned.discard(part)
         self._parts[slot] = None
 
     def _check_shape(self, modality: str, z: np.ndarray) -> None:
@@ -210,26 +268,25 @@ class LineWindow:
         if modality not in self._right:
             xp = self._xp
             with on_device(xp, self.device):
-                self._right[modality] = xp.zeros((n_layers, self.capacity, l, c + 2), dtype=xp.float32)
-                self._rows[modality] = xp.full((n_layers, self.capacity, l, self.capacity), np.inf, dtype=xp.float32)
+                self._right[modality] = xp.zeros((n_layers, self.slots, l, c + 2), dtype=xp.float32)
+                self._rows[modality] = xp.full((n_layers, self.slots, l, self.slots), np.inf, dtype=xp.float32)
         elif (n_layers, l, c + 2) != (self._right[modality].shape[0],) + self._right[modality].shape[2:]:
             have = self._right[modality].shape
             raise ValueError(f"{modality} features of shape {z.shape} do not match the window's {(have[2], have[0], have[3] - 2)}")
 
     def references(self, part: str) -> np.ndarray:
-        """Slots of ``part``'s references (every other member, oldest first)."""
-        me = self._slot[part]
-        return np.array([self._slot[p] for p in self._order if self._slot[p] != me], dtype=np.int64)
+        """Slots of ``part``'s references (every reference but itself, oldest first)."""
+        return np.array([self._slot[p] for p in self.reference_ids if p != part], dtype=np.int64)
 
     def scores(self, part: str) -> dict[str, np.ndarray]:
-        """Mutual scores of one member against the rest of the window.
+        """Mutual scores of one member against the window's other references.
 
         Returns {modality: (L_m,) float32}, per-layer scores averaged over layers;
-        with 2D and 3D, cross-modal enhanced. Needs >= 2 members (3 for 2D+3D).
+        with 2D and 3D, cross-modal enhanced. Needs >= 1 other reference (2 for 2D+3D).
         """
         refs = self.references(part)
         if refs.size < 1 or (len(self.modalities) == 2 and refs.size < 2):
-            raise ValueError(f"window holds {len(self)} parts: too few to score")
+            raise ValueError(f"window holds {refs.size} other references: too few to score")
         me = self._slot[part]
         with on_device(self._xp, self.device):  # only this part's rows leave the device
             rows = {m: to_host(self._rows[m][:, me][:, :, self._xp.asarray(refs)]) for m in self.modalities}
@@ -246,13 +303,13 @@ class LineWindow:
     def query(self, features: PartFeatures, modality: str) -> np.ndarray:
         """Score a part that stays outside the window on one modality (no CAE).
 
-        Returns (L,) float32: its mutual scores against every member.
+        Returns (L,) float32: its mutual scores against every reference.
         """
-        if len(self) < 1:
-            raise ValueError("window is empty: nothing to score against")
+        if not self._references:
+            raise ValueError("window holds no references: nothing to score against")
         z = features.features(modality)
         self._check_shape(modality, z)
-        members = np.array([self._slot[p] for p in self._order], dtype=np.int64)
+        members = np.array([self._slot[p] for p in self.reference_ids], dtype=np.int64)
         cells = self._cells(modality, features)
         with on_device(self._xp, self.device):
             layers = [to_host(self._distances(modality, z[:, layer], cells, layer, members)[0])
@@ -265,7 +322,11 @@ class LineWindow:
         out: dict[str, np.ndarray] = {
             "window_members": np.array(self._order, dtype=str),
             "window_config": np.array([self.capacity, self.interval, self.budget,
-                                       -1 if self.match_radius is None else self.match_radius], dtype=np.float64),
+                                       -1 if self.match_radius is None else self.match_radius, self.spare],
+                                      dtype=np.float64),
+            # per member: 0 candidate, 1 reference, 2 pinned reference
+            "window_roles": np.array([int(p in self._references) + int(p in self._pinned) for p in self._order],
+                                     dtype=np.int64),
             "window_modalities": np.array(self.modalities, dtype=str),
             "window_device": np.array(self.device),
         }
@@ -280,11 +341,15 @@ class LineWindow:
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray], device: str | None = None) -> "LineWindow":
         """The window ``state()`` saved, on ``device`` (default: the one it was saved from)."""
-        capacity, interval, budget, radius = [*state["window_config"], -1][:4]  # states before aligned matching: 3
+        # states before aligned matching hold 3 values, before candidates 4 (every member a reference)
+        capacity, interval, budget, radius, spare = [*state["window_config"], -1, 0][:5]
         saved_device = str(state["window_device"]) if "window_device" in state else "cpu"
         window = cls(int(capacity), [str(m) for m in state["window_modalities"]], float(interval), int(budget),
-                     None if radius < 0 else int(radius), device or saved_device)
+                     None if radius < 0 else int(radius), device or saved_device, int(spare))
         members = [str(p) for p in state["window_members"]]
+        roles = state["window_roles"] if "window_roles" in state else np.ones(len(members), np.int64)
+        window._references = {p for p, role in zip(members, roles) if role >= 1}
+        window._pinned = {p for p, role in zip(members, roles) if role == 2}
         for i, p in enumerate(members):
             features = PartFeatures.from_arrays(state, f"window_part{i}_")
             for m in window.modalities:

@@ -5,7 +5,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from edge_runtime.sim.generator import write_line
+from edge_runtime.sim.generator import Burst, write_line
 from edge_runtime.sim.preview import preview_parts, write_preview
 from edge_runtime.sim.products import DEFECTS, fixtured, line_spec
 
@@ -23,6 +23,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--defects", nargs="+", choices=DEFECTS, help="defects that occur (default: the line's own mix)")
+    p.add_argument("--systematic", choices=DEFECTS, metavar="TYPE",
+                   help="a systematic burst: this defect at the same place on --burst-len consecutive parts")
+    p.add_argument("--burst-start", type=int, help="index of the burst's first part (with --systematic)")
+    p.add_argument("--burst-len", type=int, help="parts in the burst (with --systematic)")
     p.add_argument("--fixtured", action="store_true", help="parts held in a fixture: pose jitter below one "
                    "patch of the 28-patch grid (for aligned matching, [scoring] match_radius)")
     p.add_argument("--overwrite", action="store_true", help="replace existing class folders")
@@ -36,6 +40,19 @@ def main(argv: list[str]) -> int:
         parser().error("--parts must be >= 1")
     if not 0.0 <= args.defect_rate <= 1.0:
         parser().error("--defect-rate must be in [0, 1]")
+    burst = None
+    if args.systematic:
+        if args.burst_start is None or args.burst_len is None:
+            parser().error("--systematic needs --burst-start and --burst-len")
+        try:
+            burst = Burst(args.systematic, args.burst_start, args.burst_len)
+        except ValueError as exc:
+            parser().error(str(exc))
+        if burst.start + burst.length > args.parts:
+            parser().error(f"the burst (parts {burst.start}..{burst.start + burst.length - 1}) does not fit "
+                           f"in --parts {args.parts}")
+    elif args.burst_start is not None or args.burst_len is not None:
+        parser().error("--burst-start and --burst-len need --systematic TYPE")
     for class_name in args.classes:
         spec = line_spec(class_name, args.seed, args.image_size)
         if args.defects:
@@ -43,7 +60,7 @@ def main(argv: list[str]) -> int:
         if args.fixtured:
             spec = fixtured(spec)
         summary = write_line(args.out, class_name, args.parts, args.defect_rate, args.seed, spec=spec,
-                             overwrite=args.overwrite, progress=True)
+                             overwrite=args.overwrite, progress=True, burst=burst)
         kinds = ", ".join(f"{k} {n}" for k, n in summary["by_kind"].items())
         defects = ", ".join(f"{k} {n}" for k, n in summary["by_defect"].items())
         per_part = 1000.0 * summary["seconds"] / max(summary["parts"], 1)
@@ -51,6 +68,6 @@ def main(argv: list[str]) -> int:
               f"[{kinds}]  [{defects}]  {per_part:.0f} ms/part")
         if args.preview:
             sheet = write_preview(args.out / f"{class_name}_preview.png",
-                                  preview_parts(spec, args.parts, args.defect_rate, args.seed))
+                                  preview_parts(spec, args.parts, args.defect_rate, args.seed, burst=burst))
             print(f"  preview: {sheet}")
     return 0

@@ -8,7 +8,11 @@ where the defect is. A line on disk has the MVTec 3D-AD test layout::
     <root>/<class>/test/<defect>/rgb/NNN.png    8-bit RGB
     <root>/<class>/test/<defect>/xyz/NNN.tiff   float32 H x W x 3, metres, zeros = no measurement
     <root>/<class>/test/<defect>/gt/NNN.png     8-bit {0, 255} (not for "good")
-    <root>/<class>/sim_meta.json                spec, and per file its defect kind and arrival order
+    <root>/<class>/sim_meta.json                spec, burst, and per file its defect kind and arrival order
+
+A line may carry a systematic burst (a worn tool, a bad batch): the same
+defect, drawn from one random stream, at the same image site on every part of
+a run of consecutive parts; the other parts keep their random defects.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import shutil
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
@@ -53,6 +58,24 @@ class SimPart:
     defect: str
     defect_kind: str
     part_index: int
+
+
+@dataclass(frozen=True)
+class Burst:
+    """A systematic defect: ``defect`` at the same place on parts [start, start + length)."""
+
+    defect: str
+    start: int
+    length: int
+
+    def __post_init__(self) -> None:
+        if self.defect not in DEFECT_KINDS:
+            raise ValueError(f"unknown systematic defect {self.defect!r}; known: {', '.join(DEFECT_KINDS)}")
+        if self.start < 0 or self.length < 1:
+            raise ValueError(f"a burst needs start >= 0 and length >= 1, got {self.start}, {self.length}")
+
+    def covers(self, part_index: int) -> bool:
+        return self.start <= part_index < self.start + self.length
 
 
 def _rng(seed: int, class_name: str, part_index: int, stream: int) -> np.random.Generator:
@@ -122,19 +145,34 @@ def part_scene(spec: LineSpec, part_index: int, seed: int) -> PartScene:
     )
 
 
-def defective_scene(spec: LineSpec, part_index: int, seed: int, defect: str | None) -> tuple[PartScene, np.ndarray]:
+@lru_cache(maxsize=8)
+def _burst_site(spec: LineSpec, seed: int, burst: Burst) -> tuple[float, float]:
+    """Where the burst's defect sits: the site drawn for it on the burst's first part."""
+    scene = part_scene(spec, burst.start, seed)
+    return apply_defect(scene, burst.defect, _rng(seed, spec.class_name, burst.start, _DEFECT), spec.pixel_pitch)[2]
+
+
+def defective_scene(spec: LineSpec, part_index: int, seed: int, defect: str | None,
+                    burst: Burst | None = None) -> tuple[PartScene, np.ndarray]:
     """Part ``part_index`` with ``defect`` (a name of ``DEFECT_KINDS``, or None)
-    and its ground truth (H, W) bool; the same part as ``part_scene`` elsewhere."""
+    and its ground truth (H, W) bool; the same part as ``part_scene`` elsewhere.
+    A part the ``burst`` covers gets the burst's defect, drawn alike, at the burst's site."""
     scene = part_scene(spec, part_index, seed)
+    if burst is not None and burst.covers(part_index):
+        rng = _rng(seed, spec.class_name, burst.start, _DEFECT)
+        return apply_defect(scene, burst.defect, rng, spec.pixel_pitch, _burst_site(spec, seed, burst))[:2]
     if defect is None:
         return scene, np.zeros(scene.height.shape, bool)
-    return apply_defect(scene, defect, _rng(seed, spec.class_name, part_index, _DEFECT), spec.pixel_pitch)
+    return apply_defect(scene, defect, _rng(seed, spec.class_name, part_index, _DEFECT), spec.pixel_pitch)[:2]
 
 
-def render_part(spec: LineSpec, part_index: int, seed: int, defect: str | None = None) -> SimPart:
+def render_part(spec: LineSpec, part_index: int, seed: int, defect: str | None = None,
+                burst: Burst | None = None) -> SimPart:
     """Capture part ``part_index`` of ``spec``'s line, with ``defect`` (a name of
-    ``DEFECT_KINDS``) or defect-free (None)."""
-    scene, gt = defective_scene(spec, part_index, seed, defect)
+    ``DEFECT_KINDS``) or defect-free (None); a part ``burst`` covers carries the burst's defect."""
+    if burst is not None and burst.covers(part_index):
+        defect = burst.defect
+    scene, gt = defective_scene(spec, part_index, seed, defect, burst)
     rgb, xyz = capture(scene)
     return SimPart(
         rgb=rgb,
@@ -146,19 +184,25 @@ def render_part(spec: LineSpec, part_index: int, seed: int, defect: str | None =
     )
 
 
-def defect_plan(spec: LineSpec, n_parts: int, defect_rate: float, seed: int) -> list[str | None]:
-    """Which parts are defective and how: exactly round(defect_rate * n_parts)
-    parts, the line's defects dealt in turn (balanced), positions shuffled."""
+def defect_plan(spec: LineSpec, n_parts: int, defect_rate: float, seed: int,
+                burst: Burst | None = None) -> list[str | None]:
+    """Which parts are defective and how: the burst's parts carry its defect;
+    of the others exactly round(defect_rate * their number), the line's defects
+    dealt in turn (balanced), positions shuffled."""
     if n_parts < 0:
         raise ValueError(f"n_parts must be >= 0, got {n_parts}")
     if not 0.0 <= defect_rate <= 1.0:
         raise ValueError(f"defect_rate must be in [0, 1], got {defect_rate}")
+    if burst is not None and burst.start + burst.length > n_parts:
+        raise ValueError(f"the burst (parts {burst.start}..{burst.start + burst.length - 1}) "
+                         f"does not fit in {n_parts} parts")
     rng = _rng(seed, spec.class_name, 0, _PLAN)
-    n_bad = int(round(defect_rate * n_parts))
+    free = [i for i in range(n_parts) if burst is None or not burst.covers(i)]
+    n_bad = int(round(defect_rate * len(free)))
     dealt = [spec.defects[i % len(spec.defects)] for i in range(n_bad)]
     dealt = [dealt[i] for i in rng.permutation(n_bad)]
-    plan: list[str | None] = [None] * n_parts
-    for position, defect in zip(sorted(rng.permutation(n_parts)[:n_bad].tolist()), dealt):
+    plan: list[str | None] = [burst.defect if burst is not None and burst.covers(i) else None for i in range(n_parts)]
+    for position, defect in zip(sorted(free[j] for j in rng.permutation(len(free))[:n_bad]), dealt):
         plan[position] = defect
     return plan
 
@@ -170,18 +214,19 @@ def iter_parts(
     seed: int,
     image_size: int = 256,
     spec: LineSpec | None = None,
+    burst: Burst | None = None,
 ) -> Iterator[SimPart]:
     """Parts of a line in arrival order.
 
     With ``n_parts`` the defect mix follows :func:`defect_plan`; with None the
     stream is endless and each part is defective with probability
     ``defect_rate`` (the live sensors' mode). ``spec`` defaults to
-    ``line_spec(class_name, seed, image_size)``.
+    ``line_spec(class_name, seed, image_size)``; ``burst``: a systematic defect.
     """
     spec = spec or line_spec(class_name, seed, image_size)
     if n_parts is not None:
-        for index, defect in enumerate(defect_plan(spec, n_parts, defect_rate, seed)):
-            yield render_part(spec, index, seed, defect)
+        for index, defect in enumerate(defect_plan(spec, n_parts, defect_rate, seed, burst)):
+            yield render_part(spec, index, seed, defect, burst)
         return
     if not 0.0 <= defect_rate <= 1.0:
         raise ValueError(f"defect_rate must be in [0, 1], got {defect_rate}")
@@ -189,7 +234,7 @@ def iter_parts(
     while True:
         rng = _rng(seed, spec.class_name, index, _PLAN)
         defect = str(rng.choice(spec.defects)) if rng.random() < defect_rate else None
-        yield render_part(spec, index, seed, defect)
+        yield render_part(spec, index, seed, defect, burst)
         index += 1
 
 
@@ -214,6 +259,7 @@ def write_line(
     spec: LineSpec | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    burst: Burst | None = None,
 ) -> dict:
     """Write a line in the MVTec 3D-AD test layout under ``root/class_name``.
 
@@ -233,7 +279,7 @@ def write_line(
     counts: Counter[str] = Counter()
     files = []
     try:
-        parts = iter_parts(class_name, n_parts, defect_rate, seed, spec=spec)
+        parts = iter_parts(class_name, n_parts, defect_rate, seed, spec=spec, burst=burst)
         for part in tqdm(parts, total=n_parts, desc=class_name, unit="part", disable=not progress):
             name = f"{counts[part.defect]:03d}"
             counts[part.defect] += 1
@@ -247,10 +293,12 @@ def write_line(
             files.append({
                 "defect": part.defect, "name": name, "defect_kind": part.defect_kind,
                 "part_index": part.part_index, "gt_pixels": int(np.count_nonzero(part.gt)),
+                "systematic": burst is not None and burst.covers(part.part_index),
             })
         meta = {
             "format": META_FORMAT, "class_name": class_name, "seed": seed, "n_parts": n_parts,
-            "defect_rate": defect_rate, "spec": asdict(spec), "parts": files,
+            "defect_rate": defect_rate, "spec": asdict(spec), "burst": asdict(burst) if burst else None,
+            "parts": files,
         }
         (staging / META_FILE).write_text(json.dumps(meta, indent=1))
         if final.exists():

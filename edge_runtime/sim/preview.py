@@ -11,7 +11,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from edge_runtime.sim.generator import SimPart, defect_plan, render_part
+from edge_runtime.sim.generator import Burst, SimPart, defect_plan, render_part
 from edge_runtime.sim.products import LineSpec
 
 
@@ -53,17 +53,18 @@ def contact_sheet(parts: Sequence[SimPart], tile: int = 160, columns: int = 6) -
     return np.concatenate(rows, axis=0)
 
 
-def preview_parts(spec: LineSpec, n_parts: int, defect_rate: float, seed: int, n_good: int = 4) -> list[SimPart]:
+def preview_parts(spec: LineSpec, n_parts: int, defect_rate: float, seed: int, n_good: int = 4,
+                  burst: Burst | None = None) -> list[SimPart]:
     """The first ``n_good`` good parts of the line and the first part of each defect in it."""
     chosen, seen, goods = [], set(), 0
-    for index, defect in enumerate(defect_plan(spec, n_parts, defect_rate, seed)):
+    for index, defect in enumerate(defect_plan(spec, n_parts, defect_rate, seed, burst)):
         if defect is None and goods < n_good:
             goods += 1
             chosen.append((index, defect))
         elif defect is not None and defect not in seen:
             seen.add(defect)
             chosen.append((index, defect))
-    return [render_part(spec, index, seed, defect) for index, defect in chosen]
+    return [render_part(spec, index, seed, defect, burst) for index, defect in chosen]
 
 
 def write_preview(path: str | Path, parts: Sequence[SimPart], tile: int = 160, columns: int = 6) -> Path:

@@ -58,6 +58,7 @@ A line never holds up another: see ``edge_runtime.station.intake`` for what
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -187,6 +188,11 @@ def parse_profile(doc: dict, source: str) -> LineProfile:
         stream = StreamSettings.from_table(dict(doc.get("stream", {})))
     except (ValueError, TypeError) as exc:
         raise ValueError(f"line profile {source}: {exc}") from None
+    if settings.references:  # golden references: a folder relative to the profile's own
+        folder = Path(source).parent / settings.references if Path(source).is_file() else Path(settings.references)
+        if not folder.is_dir():
+            raise ValueError(f"line profile {source}: [guard] references folder {folder} does not exist")
+        settings = dataclasses.replace(settings, references=str(folder.resolve()))
     product = str(doc.get("line", {}).get("name", Path(source).stem))
     return LineProfile(settings, stream, source, product)
 

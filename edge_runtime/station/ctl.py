@@ -9,6 +9,11 @@
     musc-edge control verdicts LINE [--last N] [--part ID ...]
     musc-edge control audit [--last N]
     musc-edge control shutdown
+    musc-edge control alerts [--line L]
+    musc-edge control ack-alert LINE ID
+    musc-edge control label LINE PART good|defect
+    musc-edge control accept-shift LINE
+    musc-edge control pin LINE PART
 
 The endpoint comes from --endpoint, else from --config's [endpoints] control,
 else the default tcp://127.0.0.1:5557. A station with [security] needs --key
@@ -59,13 +64,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--part", action="append", dest="parts")
     sub.add_parser("audit").add_argument("--last", type=int, default=20)
     sub.add_parser("shutdown")
+    sub.add_parser("alerts", help="the active alerts, per line").add_argument("--line")
+    s = sub.add_parser("ack-alert")
+    s.add_argument("line")
+    s.add_argument("id")
+    s = sub.add_parser("label", help="an operator's word on a part: a quarantined good part joins the references")
+    s.add_argument("line")
+    s.add_argument("part")
+    s.add_argument("label", choices=["good", "defect"])
+    sub.add_parser("accept-shift", help="the quarantined parts become references (the new look is normal)"
+                   ).add_argument("line")
+    s = sub.add_parser("pin", help="keep a reference for good")
+    s.add_argument("line")
+    s.add_argument("part")
     return p
 
 
 def request_of(args: argparse.Namespace) -> dict:
-    cmd = args.cmd.replace("-", "_")
+    cmd = "status" if args.cmd == "alerts" else args.cmd.replace("-", "_")
     req = {"cmd": cmd}
-    for key in ("line", "profile", "value", "source", "last", "parts"):
+    for key in ("line", "profile", "value", "source", "last", "parts", "id", "part", "label"):
         value = getattr(args, key, None)
         if value is not None:
             req[key] = value
@@ -115,6 +133,12 @@ def status_table(reply: dict) -> str:
     return "\n".join(rows)
 
 
+def alerts_table(reply: dict) -> str:
+    rows = [f"{name} {a['id']} {a['kind']} {time.strftime('%H:%M:%S', time.localtime(a['ts']))}: {a['message']} "
+            f"(parts {', '.join(a['parts'])})" for name, s in reply["lines"].items() for a in s["alerts"]]
+    return "\n".join(rows) or "no active alerts"
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     endpoint, station_key = args.endpoint, args.station_key
@@ -136,6 +160,8 @@ def main(argv: list[str]) -> int:
                 return 1
             if args.cmd == "status" and not args.json:
                 print(status_table(reply), flush=True)
+            elif args.cmd == "alerts" and not args.json:
+                print(alerts_table(reply), flush=True)
             else:
                 print(json.dumps(reply, indent=2, default=str), flush=True)
             if not watch:

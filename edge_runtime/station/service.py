@@ -60,6 +60,14 @@ log = logging.getLogger(__name__)
 
 _MAX_VERDICTS_REPLY = 1000  # verdicts or audit entries in one reply
 
+# An operator's feedback on a line's references: (inspector, request) -> reply fields.
+_FEEDBACK: dict[str, Callable[[object, dict], dict]] = {
+    "ack_alert": lambda i, r: {"alert": i.ack_alert(r["id"]).id},
+    "label": lambda i, r: {"part": r["part"], "reference": i.label(r["part"], r["label"])},
+    "accept_shift": lambda i, r: {"references": i.accept_shift()},
+    "pin": lambda i, r: {"part": r["part"], "pinned": i.pin(r["part"])},
+}
+
 
 def load_inspector(profile: LineProfile, line: str):
     """The real inspector of a line (loads its encoders)."""
@@ -327,6 +335,9 @@ class Station:
                 raise Refused("out_of_range", str(exc)) from None
             source = request.get("source", "manual")
             worker.call(lambda w: w.set_threshold(value, source))
+        elif cmd in _FEEDBACK:
+            answer = worker.call(lambda w: w.operate(lambda inspector: _FEEDBACK[cmd](inspector, request)))
+            return {"line": worker.line, **answer, "status": worker.status}
         return {"line": worker.line, "status": worker.status}
 
     def _audit(self, caller: Caller, request: dict | None, raw: bytes, reply: dict) -> None:

@@ -29,7 +29,7 @@ from typing import Callable
 from edge_runtime.station.health import Health
 from edge_runtime.station.metrics import Metrics
 from edge_runtime.station.store import StorageError, Store
-from edge_runtime.stream.protocol import Verdict, encode_map
+from edge_runtime.stream.protocol import AlertMessage, Verdict, encode_map
 from edge_runtime.stream.publisher import Publisher
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,15 @@ def from_decision(line: str, decision, model: str | None, profile: str | None,
         window=int(decision.window),
         latency_ms={**{k: float(v) for k, v in decision.latency_ms.items()}, **stream_latency_ms},
         model=model, profile=profile, regions=tuple(tuple(float(v) for v in r) for r in decision.regions),
-        error=error, map_scale=None if scale is None else tuple(scale), map_shape=shape)
+        error=error, map_scale=None if scale is None else tuple(scale), map_shape=shape,
+        reference=bool(decision.reference))
     return verdict, png
+
+
+def alert_message(alert) -> AlertMessage:
+    """The wire message of an inspection ``Alert``."""
+    return AlertMessage(line=alert.line, id=alert.id, kind=alert.kind, parts=tuple(alert.parts),
+                        message=alert.message, ts=float(alert.ts))
 
 
 def refusal(line: str, part: str, seq: int | None, code: str, message: str, verdict: str = "error",
@@ -149,6 +156,12 @@ class VerdictSink:
             self.store.log_verdict(verdict, origin, drop_frames)
             del self.unlogged[key]
         self.health.clear("storage.verdicts")
+
+    def alert(self, alert) -> None:
+        """Publish an inspection ``Alert`` under ``alert.<line>`` (its line persists it with its window)."""
+        self.publisher.publish_alert(alert_message(alert))
+        self.metrics.line(alert.line).count(f"alerts_{alert.kind}")
+        log.warning("line %s: alert %s (%s): %s", alert.line, alert.id, alert.kind, alert.message)
 
     def refuse(self, line: str, part: str, seq: int | None, code: str, message: str, **fields) -> bool:
         """A verdict decided by the station itself (the part never reached its window);

@@ -1,8 +1,10 @@
 """One product line at work: its bounded queue, its inspector, its persisted window.
 
 A ``LineWorker`` thread owns one ``LineInspector``; nothing else touches it.
-Operator commands (threshold, reset, snapshot, switch) run inside the worker
-thread between two parts, through ``call``. Parts arrive on ``queue``, put
+Operator commands (threshold, reset, snapshot, switch, and the feedback on
+the references: label, accept_shift, pin, ack_alert) run inside the worker
+thread between two parts, through ``call``. Alerts a decision raises are
+published and the window (which holds them) saved at once. Parts arrive on ``queue``, put
 there by the station's intake under the line's queue policy.
 """
 from __future__ import annotations
@@ -130,10 +132,12 @@ class LineWorker(threading.Thread):
             self._emit_error(part, "internal", f"{type(exc).__name__}: {exc}")
         self._in_window.append(part.part)
         self.status = dict(self.inspector.status())  # before the verdicts leave: who got one sees its window
+        alerted = False
         for decision in decisions:
             self._emit(decision)
+            alerted |= bool(decision.alerts)
         self.busy_since = None
-        if len(self._in_window) >= self.snapshot_every:
+        if alerted or len(self._in_window) >= self.snapshot_every:
             try:
                 self.snapshot()
             except StorageError as exc:  # a full disk: keep scoring; the stored frames still cover these parts
@@ -147,6 +151,14 @@ class LineWorker(threading.Thread):
         self.status = dict(self.inspector.status())
         for decision in decisions:
             self._emit(decision)
+
+    def operate(self, fn: Callable[[object], object]) -> object:
+        """An operator's word on the references (``fn(inspector)``: label, accept_shift,
+        pin, ack_alert); saved with the window at once. Returns what ``fn`` returns."""
+        result = fn(self.inspector)
+        self.snapshot()
+        self.status = dict(self.inspector.status())
+        return result
 
     def snapshot(self) -> str:
         """Persist the window; the frames of the parts it holds are then forgotten.
@@ -206,6 +218,8 @@ class LineWorker(threading.Thread):
                                    model=self.inspector.model_digest, profile=self.inspector.profile_digest,
                                    latency_ms=stages), None
         self.sink.emit(verdict, png, origin="inspector", drop_frames=False, preprocessed=decision.preprocessed)
+        for alert in decision.alerts:
+            self.sink.alert(alert)
 
     def _emit_error(self, part: PendingPart, code: str, message: str) -> None:
         _, stages = self._stream_ms.pop(part.part, (None, {}))

@@ -1,7 +1,7 @@
 """Wire protocol version 1: the one place where messages are built and checked.
 
-Sensor frame ``[header, payload]``, verdict ``[topic, header, map?]`` and
-control request/reply, all msgpack (see ARCHITECTURE.md, "Wire protocol").
+Sensor frame ``[header, payload]``, verdict ``[topic, header, map?]``, alert
+``[topic, header]`` and control request/reply, all msgpack (see ARCHITECTURE.md, "Wire protocol").
 Everything that arrives from the network passes through a ``parse_*`` function
 here, which either returns a validated value or raises ``ProtocolError`` with a
 code and a message naming the problem.
@@ -32,8 +32,14 @@ COMMANDS = {
     "clear_threshold": (("line",), ()),
     "snapshot": ((), ("line",)),
     "shutdown": ((), ()),
+    "ack_alert": (("line", "id"), ()),
+    "label": (("line", "part", "label"), ()),
+    "accept_shift": (("line",), ()),
+    "pin": (("line", "part"), ()),
 }
 MAX_REQUEST_BYTES = 64 * 1024  # a control request is a few fields; bigger ones are cut off by ZeroMQ
+ALERT_KINDS = ("ng_rate", "recurring_defect", "drift")
+LABELS = ("good", "defect")
 
 # Line names travel in ZeroMQ topics and file names: keep them plain.
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -258,6 +264,7 @@ class Verdict:
     "message"}, required for an ``error`` verdict. vseq: the line's verdict
     counter, set when the verdict is logged. map_scale / map_shape: present when
     the map PNG travels with it (pixel p = vmin + p / 255 (vmax - vmin)).
+    reference: whether the part joined the line's references.
     """
 
     line: str
@@ -278,11 +285,15 @@ class Verdict:
     vseq: int | None = None
     map_scale: tuple[float, float] | None = None
     map_shape: tuple[int, int] | None = None
+    reference: bool = False
     v: int = VERSION
 
     def __post_init__(self) -> None:
         def bad(message: str) -> ProtocolError:
             return ProtocolError("bad_verdict", f"verdict of part {self.part!r} (line {self.line!r}): {message}")
+
+        if not isinstance(self.reference, bool):
+            raise bad(f"reference must be true or false, got {self.reference!r}")
 
         if self.v != VERSION:
             raise ProtocolError("version", f"verdict protocol version {self.v!r} is not v{VERSION}")
@@ -316,7 +327,7 @@ class Verdict:
                "score": self.score, "threshold": self.threshold, "threshold_source": self.threshold_source,
                "modalities": list(self.modalities), "window": self.window, "latency_ms": dict(self.latency_ms),
                "model": self.model, "profile": self.profile, "regions": [list(r) for r in self.regions],
-               "ts": self.ts}
+               "ts": self.ts, "reference": self.reference}
         for name in ("error", "vseq"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
@@ -369,6 +380,67 @@ def pack_verdict(verdict: Verdict, map_png: bytes | None = None) -> list[bytes]:
     if map_png is not None:
         parts.append(map_png)
     return parts
+
+
+# --- alerts ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AlertMessage:
+    """The header of one alert (protocol v1): what a line's verdicts say about the line.
+
+    kind: one of ALERT_KINDS; parts: the parts that raised it; id: unique per
+    line, what ``ack_alert`` names.
+    """
+
+    line: str
+    id: str
+    kind: str
+    parts: tuple[str, ...]
+    message: str
+    ts: float
+    v: int = VERSION
+
+    def __post_init__(self) -> None:
+        if self.v != VERSION:
+            raise ProtocolError("version", f"alert protocol version {self.v!r} is not v{VERSION}")
+        if not all(isinstance(n, str) and n for n in (self.line, self.id, self.message)):
+            raise ProtocolError("bad_alert", "an alert needs non-empty line, id and message strings")
+        if self.kind not in ALERT_KINDS:
+            raise ProtocolError("bad_alert", f"alert kind must be one of {ALERT_KINDS}, got {self.kind!r}")
+        if not all(isinstance(p, str) for p in self.parts) or not _is_number(self.ts):
+            raise ProtocolError("bad_alert", "alert parts must be part ids and ts a time")
+
+    def to_wire(self) -> dict:
+        return {"v": self.v, "line": self.line, "id": self.id, "kind": self.kind, "parts": list(self.parts),
+                "message": self.message, "ts": self.ts}
+
+    @classmethod
+    def from_wire(cls, obj: object) -> "AlertMessage":
+        keys = {f.name for f in fields(cls)}
+        if not isinstance(obj, dict) or set(obj) != keys:
+            raise ProtocolError("bad_alert", f"an alert header is a map with exactly {', '.join(sorted(keys))}")
+        if not isinstance(obj["parts"], (list, tuple)):
+            raise ProtocolError("bad_alert", f"alert parts must be a list, got {obj['parts']!r}")
+        return cls(**{**obj, "parts": tuple(obj["parts"])})
+
+
+def alert_topic(line: str) -> bytes:
+    return b"alert." + line.encode()
+
+
+def pack_alert(alert: AlertMessage) -> list[bytes]:
+    """``[topic, header]`` for the PUB socket."""
+    return [alert_topic(alert.line), msgpack.packb(alert.to_wire(), use_bin_type=True)]
+
+
+def parse_alert(message: list[bytes]) -> AlertMessage:
+    """Validate a received alert ``[topic, header]``."""
+    if len(message) != 2:
+        raise ProtocolError("bad_message", f"an alert has 2 parts, got {len(message)}")
+    alert = AlertMessage.from_wire(_unpack(message[1], "alert header"))
+    if message[0] != alert_topic(alert.line):
+        raise ProtocolError("bad_alert", f"topic {message[0]!r} does not match line {alert.line!r}")
+    return alert
 
 
 def check_verdict_header(header: dict) -> dict:
@@ -446,6 +518,12 @@ def parse_request(raw: bytes) -> dict:
         if not isinstance(source, str) or not LABEL.match(source):
             raise ProtocolError("bad_request", "source must be a short label (letters, digits, _.:-, at most 32), "
                                                f"got {str(source)[:40]!r}")
+    if cmd in ("label", "pin") and _name(obj, "part") is None:
+        raise ProtocolError("bad_request", f"part must be a part id, got {str(obj['part'])[:64]!r}")
+    if cmd == "label" and obj["label"] not in LABELS:
+        raise ProtocolError("bad_request", f"label must be one of {', '.join(LABELS)}, got {str(obj['label'])[:32]!r}")
+    if cmd == "ack_alert" and _name(obj, "id") is None:
+        raise ProtocolError("bad_request", f"id must be an alert id, got {str(obj['id'])[:64]!r}")
     if cmd == "switch" and not isinstance(obj["profile"], str):
         raise ProtocolError("bad_request", f"profile must be a profile name, got {type(obj['profile']).__name__}")
     return obj

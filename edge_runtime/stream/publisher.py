@@ -1,6 +1,7 @@
 """Verdicts out: the PUB socket and the optional reject-gate PUSH socket.
 
-The PUB socket (topic ``verdict.<line>``) is fire-and-forget, as PUB is; the
+The PUB socket (topics ``verdict.<line>`` and ``alert.<line>``) is
+fire-and-forget, as PUB is; the
 optional reject-gate PUSH output is reliable: a verdict the gate cannot take
 yet waits in a backlog and is sent, in order, when the gate is (back) connected.
 The owner keeps the backlog across restarts: ``restore`` puts verdicts back
@@ -18,7 +19,7 @@ from typing import Callable
 
 import zmq
 
-from edge_runtime.stream.protocol import Verdict, pack_verdict
+from edge_runtime.stream.protocol import AlertMessage, Verdict, pack_alert, pack_verdict
 from edge_runtime.stream.security import Guard
 from edge_runtime.stream.sockets import bind
 
@@ -73,6 +74,10 @@ class Publisher(threading.Thread):
             for verdict in verdicts:
                 self._queue_for_gate(verdict)
 
+    def publish_alert(self, alert: AlertMessage) -> None:
+        """An alert goes out on PUB only (the reject gate takes verdicts)."""
+        self._queue.put((alert, None))
+
     def stop(self) -> None:
         """Send what is queued, then close (the thread ends)."""
         self._stopping.set()
@@ -99,7 +104,10 @@ class Publisher(threading.Thread):
             if self._reject is not None:
                 self._reject.close()
 
-    def _send(self, verdict: Verdict, png: bytes | None) -> None:
+    def _send(self, verdict: Verdict | AlertMessage, png: bytes | None) -> None:
+        if isinstance(verdict, AlertMessage):
+            self._pub.send_multipart(pack_alert(verdict))
+            return
         self._pub.send_multipart(pack_verdict(verdict, png))
         self.published += 1
         if self._reject is not None:
