@@ -170,23 +170,27 @@ def default_encoder_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "musc-edge" / "models"
 
 
-def _default_export_args(spec: EncoderSpec, out: Path) -> list[str]:
+def _default_export_args(spec: EncoderSpec, layers: tuple[int, ...], out: Path) -> list[str]:
     return ["--encoder", spec.name, "--image-size", str(spec.default_image_size),
-            "--layers", *map(str, spec.default_layers), "--precision", "fp32", "--out", str(out)]
+            "--layers", *map(str, layers), "--precision", "fp32", "--out", str(out)]
 
 
-def ensure_default_encoders(models_dir: str | Path | None = None, timeout: float = 900) -> Path:
-    """Manifest path of the default 2D encoder (EfficientNet-Lite0, 224 px, stages 2/3/4).
+def ensure_default_encoders(models_dir: str | Path | None = None, timeout: float = 900,
+                            layers: tuple[int, ...] | None = None) -> Path:
+    """Manifest path of the default 2D encoder (EfficientNet-Lite0, 224 px, the catalogue's
+    default stages, or ``layers``).
 
     Exported on first use into ``models_dir`` (default: default_encoder_dir())
     by ``python -m export.cli`` in a subprocess, so this process never imports
     torch. Without torch installed this is a RuntimeError saying how to get it.
     """
     spec = encoder_spec(DEFAULT_2D_ENCODER)
+    layers = tuple(layers or spec.default_layers)
     root = Path(models_dir) if models_dir is not None else default_encoder_dir()
-    target = root / f"{spec.name}-{spec.default_image_size}"
+    suffix = "" if layers == spec.default_layers else "-stages" + "".join(map(str, layers))
+    target = root / f"{spec.name}-{spec.default_image_size}{suffix}"
     manifest_path = target / "manifest.json"
-    expect = {"name": spec.name, "image_size": spec.default_image_size, "layers": list(spec.default_layers)}
+    expect = {"name": spec.name, "image_size": spec.default_image_size, "layers": list(layers)}
     try:
         check_expected(Manifest.read(manifest_path), expect)
         return manifest_path
@@ -196,11 +200,11 @@ def ensure_default_encoders(models_dir: str | Path | None = None, timeout: float
         raise RuntimeError(
             f"the default encoder {spec.name} is not exported yet and torch is not installed here. "
             f"Install the export extra (pip install -e '.[export]') or export it on another machine: "
-            f"musc-edge export {' '.join(_default_export_args(spec, target))}")
+            f"musc-edge export {' '.join(_default_export_args(spec, layers, target))}")
     root.mkdir(parents=True, exist_ok=True)
     staging = root / f".export-{spec.name}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    cmd = [sys.executable, "-m", "export.cli", *_default_export_args(spec, staging)]
+    cmd = [sys.executable, "-m", "export.cli", *_default_export_args(spec, layers, staging)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)

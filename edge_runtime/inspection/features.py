@@ -5,7 +5,7 @@ per-layer patch grids, aggregate (SNAMD), L2-normalize. 3D: MuSc-V2's cloud
 preprocessing (background plane removal, cleaning, square padding, nearest
 resize to the image size), foreground points, unit-radius normalization,
 farthest point sampling of the group centres, KNN + iterative point grouping,
-per-layer centre features (FPFH at three radii, or Point-MAE), L2-normalized
+per-layer centre features (FPFH at the profile's radii, or Point-MAE), L2-normalized
 per point, then aggregated. Everything lands in one S x S pixel frame, so a
 centre's 2D patch and a point's pixel are known.
 """
@@ -59,7 +59,7 @@ class FeatureExtractor:
         if "2d" in settings.modalities and engine_2d is None:
             raise ValueError("a line with 2D needs a 2D engine")
         self.grid = tuple(engine_2d.manifest.grid) if engine_2d is not None else (settings.image_size // 8,) * 2
-        n3 = len(engine_3d.manifest.layers) if engine_3d is not None else len(pointcloud.DEFAULT_RADII)
+        n3 = len(engine_3d.manifest.layers) if engine_3d is not None else len(settings.fpfh_radii)
         if engine_2d is not None and "3d" in settings.modalities and len(engine_2d.manifest.layers) != n3:
             raise ValueError(f"2D encoder has {len(engine_2d.manifest.layers)} layers but the 3D encoder has {n3}: "
                              "cross-modal scoring pairs layers one to one")
@@ -143,14 +143,15 @@ class FeatureExtractor:
                 f"{max(s.groups, s.group_size)} ({s.groups} groups of {s.group_size})",
             )
         points, _, _ = pointcloud.normalize_points(points)
-        groups = pointcloud.group_cloud(points, s.groups, s.group_size)
+        # FPFH reads the cloud around each centre itself, never the groups: IPG would only cost time.
+        groups = pointcloud.group_cloud(points, s.groups, s.group_size, ipg=self.engine_3d is not None)
         t = _timed(latency, "preprocess", t)
         if self.engine_3d is None:
-            feats = pointcloud.fpfh_features(points, groups.centre_idx)
+            feats = pointcloud.fpfh_features(points, groups.centre_idx, s.fpfh_radii)
         else:
             feats = [f[0] for f in self.engine_3d.run(groups.neighbourhood[None], groups.centres[None])]
         t = _timed(latency, "encode", t)
-        z3 = aggregate_3d([l2_normalize(f) for f in feats], groups.centres, groups.curvature, s.r_list, s.pooling_3d)
+        z3 = aggregate_3d([l2_normalize(f) for f in feats], groups.centres, groups.curvature, s.r_list_3d, s.pooling_3d)
         idw_index, idw_weight = idw_weights(groups.centres, points)
         centre_pixels = pixel_index[groups.centre_idx]
         _timed(latency, "aggregate", t)

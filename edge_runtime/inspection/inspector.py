@@ -3,11 +3,14 @@
 A part's features join the line's window; its verdict comes when
 ``decision_delay`` later parts have arrived. The decision:
 
-1. the part's mutual scores against the window (CAE for 2D+3D) -> anomaly map
-   (2D: corner-aligned upsampling; 3D: inverse-distance painting + blur; summed);
+1. the part's mutual scores against the window (CAE for 2D+3D when the profile
+   says so) -> anomaly map (2D: corner-aligned upsampling; 3D: inverse-distance
+   painting + blur; summed, each first on the window's own scale when the
+   profile's fusion is "window": see maps.fusion_scale, from the decided
+   members' median patch score and image score per modality);
    its image score is the map's maximum and its salient feature the aggregated
    feature at its top patch/centre (2D+3D: both, concatenated);
-2. RsCon over the window: every member's image score as computed when that
+2. RsCon (when the profile says so) over the window: every member's image score as computed when that
    member was decided, and its salient feature (recomputing every member's CAE
    on each arrival would cost O(N) rank sorts per part); the re-scored value is
    mapped back to the raw score scale (lo + (hi - lo) * r) so thresholds keep
@@ -28,7 +31,7 @@ import cv2
 import numpy as np
 
 from edge_runtime.inspection.features import FeatureExtractor, InspectionError, Preprocessed
-from edge_runtime.inspection.maps import part_maps, salient_feature
+from edge_runtime.inspection.maps import fuse_maps, fusion_scale, part_maps, salient_feature
 from edge_runtime.inspection.part import PartFeatures
 from edge_runtime.inspection.settings import InspectionSettings
 from edge_runtime.inspection.threshold import LineThreshold
@@ -64,6 +67,7 @@ class _Scored:
     image: dict[str, float]  # "2d", "3d", "fused" -> image score
     salient: dict[str, np.ndarray]  # same keys -> float32 feature
     references: int
+    floor: dict[str, float]  # "2d", "3d" -> median patch/centre score (the fusion scale's floor)
 
 
 @dataclass
@@ -94,7 +98,7 @@ class LineInspector:
     def reset(self) -> None:
         """Forget every part (the window starts cold); an operator's threshold stays."""
         s = self.settings
-        self.window = LineWindow(s.window, s.modalities, s.interval)
+        self.window = LineWindow(s.window, s.modalities, s.interval, cross_modal=s.cae)
         self._scored: dict[str, _Scored] = {}
         self._pending: list[_Pending] = []
 
@@ -153,12 +157,18 @@ class LineInspector:
                               "message": f"window holds {len(self.window)} of the {s.min_window} parts scoring needs"}
             return decision
         t = time.perf_counter()
+        fresh = []
         for name in self.window.members:  # parts that arrived before the window was warm get scores once
             known = self._scored.get(name)
             if name != pending.part and (known is None or known.references < s.min_window - 1):
-                self._scored[name] = self._score_member(name)[1]
-        anomaly_map, mine = self._score_member(pending.part)
-        self._scored[pending.part] = mine
+                fresh.append(self._score_member(name))
+        fresh.append(self._score_member(pending.part))
+        for name, maps, summary in fresh:
+            self._scored[name] = summary
+        scale = self._fusion_scale()
+        for name, maps, summary in fresh:  # fused once every fresh member's own levels count
+            anomaly_map = fuse_maps(maps, scale)  # the last one is the pending part's
+            summary.image["fused"] = float(anomaly_map.max())
         decision.latency_ms["score"] = (time.perf_counter() - t) * 1e3
         names = [n for n in self.window.members if n in self._scored]
         return self._conclude(decision, names, "fused", self._scored[pending.part], anomaly_map)
@@ -192,7 +202,7 @@ class LineInspector:
         raw = np.array([p.image[key] for p in pool], dtype=np.float32)
         salient = np.stack([p.salient[key] for p in pool])
         lo, hi = float(raw.min()), float(raw.max())
-        final = lo + (hi - lo) * rescore(raw, salient, self.settings.k_list)
+        final = lo + (hi - lo) * rescore(raw, salient, self.settings.k_list) if self.settings.rscon else raw
         decision.latency_ms["rescore"] = (time.perf_counter() - t) * 1e3
         decision.score = float(final[-1])
         decision.anomaly_map = anomaly_map
@@ -207,15 +217,23 @@ class LineInspector:
             decision.regions = regions_above(anomaly_map, min(value, float(anomaly_map.max())))
         return decision
 
-    def _score_member(self, name: str) -> tuple[np.ndarray, _Scored]:
+    def _score_member(self, name: str) -> tuple[str, dict[str, np.ndarray], _Scored]:
+        """A member's per-modality maps and summary (its fused image score comes once the scale is known)."""
         features = self.window.part(name)
         scores = self.window.scores(name)
         maps = self._maps(features, scores)
-        fused = np.sum([maps[m] for m in self.settings.modalities], axis=0)
         summary = self._summarise(features, scores, maps, len(self.window) - 1)
-        summary.image["fused"] = float(fused.max())
         summary.salient["fused"] = np.concatenate([summary.salient[m] for m in self.settings.modalities])
-        return fused, summary
+        return name, maps, summary
+
+    def _fusion_scale(self) -> dict[str, tuple[float, float]] | None:
+        """The window's fusion scale from its decided members (see maps.fusion_scale); None with one modality."""
+        members = [self._scored[n] for n in self.window.members if n in self._scored]
+        mods = self.settings.modalities
+        if len(mods) == 1:
+            return None
+        return fusion_scale(self.settings.fusion, {m: [sc.floor[m] for sc in members] for m in mods},
+                            {m: [sc.image[m] for sc in members] for m in mods})
 
     def _maps(self, features: PartFeatures, scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return part_maps(features, scores, self.settings.map_sigma)
@@ -223,7 +241,8 @@ class LineInspector:
     @staticmethod
     def _summarise(features: PartFeatures, scores: dict, maps: dict, references: int) -> _Scored:
         salient = {m: salient_feature(features, m, s) for m, s in scores.items()}
-        return _Scored({m: float(v.max()) for m, v in maps.items()}, salient, references)
+        return _Scored({m: float(v.max()) for m, v in maps.items()}, salient, references,
+                       {m: float(np.median(s)) for m, s in scores.items()})
 
     # -- persistence --------------------------------------------------------
 
@@ -231,7 +250,8 @@ class LineInspector:
         """Everything needed to resume warm: the window, decided members' summaries, pending parts."""
         out = self.window.state()
         meta = {
-            "scored": {n: {"image": sc.image, "references": sc.references} for n, sc in self._scored.items()},
+            "scored": {n: {"image": sc.image, "references": sc.references, "floor": sc.floor}
+                       for n, sc in self._scored.items()},
             "pending": [{"part": p.part, "seq": p.seq} for p in self._pending],
             "threshold": self.threshold.state(),
             "profile": self.profile_digest,
@@ -251,7 +271,7 @@ class LineInspector:
         self._scored = {}
         for i, (n, sc) in enumerate(meta["scored"].items()):
             salient = {k: state[f"salient{i}_{k}"] for k in sc["image"]}
-            self._scored[n] = _Scored(sc["image"], salient, sc["references"])
+            self._scored[n] = _Scored(sc["image"], salient, sc["references"], sc["floor"])
         self._pending = [_Pending(p["part"], p["seq"], {}, None) for p in meta["pending"]]
         self.threshold.load_state(meta["threshold"])
 

@@ -23,17 +23,19 @@ class LineWindow:
     """The last ``capacity`` parts of one line.
 
     capacity : N. modalities : ("2d",), ("3d",) or ("2d", "3d"); 2D+3D scores
-    use cross-modal enhancement. interval : fraction of references averaged.
-    budget : bytes of distance block materialised at once.
+    use cross-modal enhancement when ``cross_modal``. interval : fraction of
+    references averaged. budget : bytes of distance block materialised at once.
     """
 
-    def __init__(self, capacity: int, modalities: Sequence[str], interval: float = 0.3, budget: int = DEFAULT_BUDGET):
+    def __init__(self, capacity: int, modalities: Sequence[str], interval: float = 0.3, budget: int = DEFAULT_BUDGET,
+                 cross_modal: bool = True):
         if capacity < 2:
             raise ValueError(f"window capacity must be >= 2, got {capacity}")
         self.capacity = int(capacity)
         self.modalities = tuple(modalities)
         self.interval = check_interval(interval)
         self.budget = budget
+        self.cross_modal = bool(cross_modal)
         self._order: list[str] = []  # members, oldest first
         self._slot: dict[str, int] = {}
         self._parts: list[PartFeatures | None] = [None] * self.capacity
@@ -113,16 +115,16 @@ class LineWindow:
         """Mutual scores of one member against the rest of the window.
 
         Returns {modality: (L_m,) float32}, per-layer scores averaged over layers;
-        with 2D and 3D, cross-modal enhanced. Needs >= 2 members (3 for 2D+3D).
+        with 2D and 3D and ``cross_modal``, cross-modal enhanced. Needs >= 2 members (3 for 2D+3D).
         """
         refs = self.references(part)
         if refs.size < 1 or (len(self.modalities) == 2 and refs.size < 2):
             raise ValueError(f"window holds {len(self)} parts: too few to score")
         me = self._slot[part]
         rows = {m: self._rows[m][:, me][:, :, refs] for m in self.modalities}  # (n_layers, L, R)
-        if len(self.modalities) == 1:
-            (m,) = self.modalities
-            return {m: np.mean([interval_mean(o, self.interval) for o in rows[m]], axis=0, dtype=np.float32)}
+        if len(self.modalities) == 1 or not self.cross_modal:
+            return {m: np.mean([interval_mean(o, self.interval) for o in rows[m]], axis=0, dtype=np.float32)
+                    for m in self.modalities}
         p2p = self._parts[me].point2patch
         per_layer = [enhance(o2, o3, p2p, self.interval) for o2, o3 in zip(rows["2d"], rows["3d"])]
         return {
@@ -150,7 +152,7 @@ class LineWindow:
         slots = np.array([self._slot[p] for p in self._order], dtype=np.int64)
         out: dict[str, np.ndarray] = {
             "window_members": np.array(self._order, dtype=str),
-            "window_config": np.array([self.capacity, self.interval, self.budget], dtype=np.float64),
+            "window_config": np.array([self.capacity, self.interval, self.budget, self.cross_modal], dtype=np.float64),
             "window_modalities": np.array(self.modalities, dtype=str),
         }
         for m in self.modalities:
@@ -162,8 +164,9 @@ class LineWindow:
 
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray]) -> "LineWindow":
-        capacity, interval, budget = state["window_config"]
-        window = cls(int(capacity), [str(m) for m in state["window_modalities"]], float(interval), int(budget))
+        capacity, interval, budget, cross_modal = state["window_config"]
+        window = cls(int(capacity), [str(m) for m in state["window_modalities"]], float(interval), int(budget),
+                     bool(cross_modal))
         members = [str(p) for p in state["window_members"]]
         for i, p in enumerate(members):
             features = PartFeatures.from_arrays(state, f"window_part{i}_")
