@@ -53,6 +53,14 @@ def test_baseline_is_scored_on_the_same_parts_and_reported_beside_each_run(evalu
     assert not (evaluated / "baseline_2d+3d_replay_w16").exists()  # the baseline is a batch protocol
 
 
+def test_embedded_defaults_beat_the_baseline_when_fused(evaluated):
+    ours = json.loads((evaluated / "2d+3d_batch" / "metrics.json").read_text())["mean"]
+    base = json.loads((evaluated / "baseline_2d+3d_batch" / "metrics.json").read_text())["mean"]
+    # Measured on this line: +4.2 image AUROC, +1.3 AUPRO (points).
+    assert ours["image_auroc"] >= base["image_auroc"] + 0.03
+    assert ours["aupro"] >= base["aupro"] + 0.005
+
+
 def test_per_kind_table_sets_fusion_beside_each_modality(evaluated):
     summary = (evaluated / "summary.md").read_text()
     table = summary.split("## Image AUROC by defect kind")[1].split("##")[0]

@@ -38,7 +38,7 @@ def run(inspector, extracted, start=0):
 
 def test_features_are_pixel_aligned_and_normalized(extracted):
     f, pre, latency = extracted[0]
-    assert f.z2.shape == (28 * 28, 3, 112) and f.z2.dtype == np.float16
+    assert f.z2.shape == (28 * 28, 3, 192) and f.z2.dtype == np.float16
     assert f.z3.shape == (256, 3, 33)
     np.testing.assert_allclose(np.linalg.norm(f.z2.astype(np.float32), axis=-1), 1, atol=2e-3)
     assert pre.rgb.shape == (224, 224, 3) and pre.xyz.shape == (224, 224, 3)

@@ -1,7 +1,7 @@
 """Exported encoders at the station: load by manifest, one interface over backends.
 
     engine = load_engine("models/efficientnet-lite0-224/manifest.json",
-                         expect={"modality": "2d", "image_size": 224, "layers": [2, 3, 4]})
+                         expect={"modality": "2d", "image_size": 224, "layers": [2, 3, 5]})
     grids = engine.run(engine.preprocess_rgb(rgb))   # list over layers of (B, H, W, C)
 
 Backends: a native TensorRT engine (``provider == "tensorrt-native"``) when the
@@ -124,7 +124,7 @@ def load_engine(
     """Load the encoder a manifest describes.
 
     expect: values the line profile requires, e.g. ``{"modality": "2d",
-    "image_size": 224, "layers": [2, 3, 4]}`` (any manifest field or input
+    "image_size": 224, "layers": [2, 3, 5]}`` (any manifest field or input
     entry); a difference raises ManifestMismatch naming field, expected, found.
     providers: ordered backends to try; "tensorrt-native" and ONNX Runtime
     execution provider names. None = native engine if present, then

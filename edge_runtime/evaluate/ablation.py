@@ -274,6 +274,8 @@ def score_variant(cache: ClassCache, v: Variant) -> dict[str, dict]:
 # -- the table ------------------------------------------------------------------
 
 OLD = Variant()  # the embedded defaults before this ablation
+# The new embedded defaults (InspectionSettings): what the table below supports.
+NEW = replace(OLD, stages=(2, 3, 5), r2=(1,), r3=(1,))
 BASE = Variant(stages=(1, 2, 3), r2=(1,), cloud=Cloud3D(784), r3=(1,), cae=False, rscon=False, fusion="minmax")
 
 
@@ -308,6 +310,10 @@ def variants() -> dict[str, Variant]:
         "W: window scale, 2D SNAMD r=1,3 on unit features": dict(r2=(1, 3), prenorm2=True),
     }
     rows = {"old defaults": OLD, "plain baseline": BASE}
+    rows.update({k: replace(NEW, **kw) for k, kw in {
+        "new defaults": {}, "new defaults, window scale": dict(fusion="window"),
+        "new defaults on Lite1": dict(encoder="efficientnet-lite1"),
+        "new defaults on Lite2": dict(encoder="efficientnet-lite2")}.items()})
     rows.update({k: replace(OLD, **kw) for k, kw in list(one.items())[:4]})
     rows.update({k: replace(window, **kw) for k, kw in path.items()})
     rows.update({k: replace(OLD, **kw) for k, kw in list(one.items())[4:]})

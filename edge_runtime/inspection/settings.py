@@ -46,12 +46,14 @@ class InspectionSettings:
     encoder_2d: str = "default"
     encoder_3d: str = "fpfh"
     image_size: int = 224
-    r_list: tuple[int, ...] = (1, 3, 5)
-    r_list_3d: tuple[int, ...] = (1, 3, 5)
+    # SNAMD is a no-op on raw CNN stages (norms 20-60: the neighbour weights
+    # exp(-||f(n) - f(c)||) vanish), and on FPFH it lowers 3D AUPRO: degree 1 only.
+    r_list: tuple[int, ...] = (1,)
+    r_list_3d: tuple[int, ...] = (1,)
     fpfh_radii: tuple[float, ...] = (0.025, 0.05, 0.1)
     cae: bool = True
     rscon: bool = True
-    fusion: str = "sum"
+    fusion: str = "window"
     pooling_3d: str = "channel"
     window: int = 64
     min_window: int = 8
