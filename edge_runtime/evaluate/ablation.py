@@ -303,6 +303,8 @@ def variants() -> dict[str, Variant]:
         "FPFH radii .0125/.025/.05": dict(radii=(0.0125, 0.025, 0.05)),
         "3D group size 32": dict(group_size=32),
         "3D group size 128": dict(group_size=128),
+        "3D centres 512": dict(cloud=Cloud3D(512)),
+        "FPFH normals at .025 for every layer": dict(cloud=Cloud3D(1024, "fine")),
     }
     window = replace(OLD, fusion="window")
     path = {
