@@ -14,6 +14,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export.cli", "export an encoder to ONNX (+TensorRT) with its manifest"),
     "synth": ("edge_runtime.sim.cli", "generate product lines in the MVTec 3D-AD layout"),
     "eval": ("edge_runtime.evaluate.cli", "evaluate on MVTec 3D-AD / Eyecandies layouts (batch, replay)"),
+    "ablate": ("edge_runtime.evaluate.ablation", "ablation of the embedded defaults on generated lines (docs/ABLATION.md)"),
     "serve": ("edge_runtime.station.cli", "run the station (ZeroMQ ingest, windows, verdicts)"),
     "demo": ("edge_runtime.station.demo", "simulated sensors + station + subscriber, then a summary"),
     "keys": ("edge_runtime.station.keys", "CURVE keys: the station's pair, admitted clients per role (init, add, list, remove)"),

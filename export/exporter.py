@@ -113,7 +113,7 @@ def build_model(request: ExportRequest) -> tuple[torch.nn.Module, Weights]:
 def _features_note(spec, request: ExportRequest, model) -> dict:
     if spec.family == "efficientnet-lite":
         return {"source": "last block of each selected stage", "stage_channels": model.channels,
-                "resample": "bilinear, align_corners=False, to the finest selected stage's grid"}
+                "resample": f"bilinear, align_corners=False, to the stride-{model.stride} grid"}
     if spec.family == "point-mae":
         return {"source": "output of blocks[i] (positions added before every block)", "final_norm": True}
     return {"source": "output of blocks[i], class token dropped, row-major (H, W)", "final_norm": request.final_norm}

@@ -43,11 +43,11 @@ def copy_of(exported, tmp_path) -> Path:
 
 
 def test_loads_and_runs_on_cpu(exported):
-    engine = load_engine(exported, expect={"modality": "2d", "image_size": SIZE, "layers": [2, 3, 4]}, threads=1)
+    engine = load_engine(exported, expect={"modality": "2d", "image_size": SIZE, "layers": [2, 3, 5]}, threads=1)
     assert engine.provider == "CPUExecutionProvider" and engine.fallback_reason is None
     rgb = np.random.default_rng(0).integers(0, 256, (3, 90, 120, 3), dtype=np.uint8)
     grids = engine.run(engine.preprocess_rgb(rgb))
-    assert [g.shape for g in grids] == [(3, 8, 8, 40), (3, 8, 8, 80), (3, 8, 8, 112)]
+    assert [g.shape for g in grids] == [(3, 8, 8, 40), (3, 8, 8, 80), (3, 8, 8, 192)]
     assert all(g.dtype == np.float32 and np.isfinite(g).all() for g in grids)
     # Frames are encoded independently: batch of three == three batches of one.
     single = [engine.run(engine.preprocess_rgb(rgb[i])) for i in range(3)]
@@ -58,7 +58,7 @@ def test_loads_and_runs_on_cpu(exported):
 def test_profile_mismatch_is_refused_with_the_difference_named(exported):
     with pytest.raises(ManifestMismatch, match="image_size expected 224, manifest has 64"):
         load_engine(exported, expect={"image_size": 224})
-    with pytest.raises(ManifestMismatch, match=r"layers expected \[3, 7, 11\], manifest has \[2, 3, 4\]"):
+    with pytest.raises(ManifestMismatch, match=r"layers expected \[3, 7, 11\], manifest has \[2, 3, 5\]"):
         load_engine(exported, expect={"modality": "2d", "layers": [3, 7, 11]})
     with pytest.raises(ManifestMismatch, match="modality expected '3d', manifest has '2d'"):
         load_engine(exported, expect={"modality": "3d"})
@@ -164,7 +164,7 @@ def test_default_encoder_dir_follows_the_environment(monkeypatch, tmp_path):
 def test_default_encoder_exported_on_first_use_then_reused(tmp_path):
     manifest_path = ensure_default_encoders(tmp_path)
     m = Manifest.read(manifest_path)
-    assert (m.name, m.image_size, m.layers, m.grid) == ("efficientnet-lite0", 224, [2, 3, 4], [28, 28])
+    assert (m.name, m.image_size, m.layers, m.grid) == ("efficientnet-lite0", 224, [2, 3, 5], [28, 28])
     stamp = os.stat(manifest_path).st_mtime_ns
     assert ensure_default_encoders(tmp_path) == manifest_path
     assert os.stat(manifest_path).st_mtime_ns == stamp  # not exported again

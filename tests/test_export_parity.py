@@ -92,12 +92,12 @@ def test_fp16_parity(name, checkpoints, tmp_path):
 
 
 def test_efficientnet_lite0_default_export_matches_torch(tmp_path):
-    """The station's default encoder at its real size: 224 px, stages 2/3/4 on one 28 x 28 grid."""
+    """The station's default encoder at its real size: 224 px, stages 2/3/5 on one 28 x 28 grid."""
     request = ExportRequest(encoder="efficientnet-lite0", out=tmp_path)
     assert onnx_vs_torch(request, batch=1) <= TOLERANCE["fp32"]
     manifest = load_engine(tmp_path / "manifest.json").manifest
     assert manifest.grid == [28, 28] and manifest.patch_size == 8
-    assert manifest.channels == [40, 80, 112] and manifest.layers == [2, 3, 4]
+    assert manifest.channels == [40, 80, 192] and manifest.layers == [2, 3, 5]
 
 
 def test_int8_onnx_tracks_torch(tmp_path):

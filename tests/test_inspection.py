@@ -6,6 +6,7 @@ import pytest
 
 from edge_runtime.inspection.features import FeatureExtractor, InspectionError
 from edge_runtime.inspection.inspector import LineInspector
+from edge_runtime.inspection.maps import part_maps
 from edge_runtime.inspection.settings import InspectionSettings
 from edge_runtime.sim.generator import iter_parts
 
@@ -37,7 +38,7 @@ def run(inspector, extracted, start=0):
 
 def test_features_are_pixel_aligned_and_normalized(extracted):
     f, pre, latency = extracted[0]
-    assert f.z2.shape == (28 * 28, 3, 112) and f.z2.dtype == np.float16
+    assert f.z2.shape == (28 * 28, 3, 192) and f.z2.dtype == np.float16
     assert f.z3.shape == (256, 3, 33)
     np.testing.assert_allclose(np.linalg.norm(f.z2.astype(np.float32), axis=-1), 1, atol=2e-3)
     assert pre.rgb.shape == (224, 224, 3) and pre.xyz.shape == (224, 224, 3)
@@ -65,6 +66,23 @@ def test_verdicts_after_warm_up_with_threshold_and_regions(parts, extractor, ext
     good = [s for s, bad in scored if not bad]
     bad = [s for s, bad in scored if bad]
     assert bad and good and min(bad) > np.median(good)
+
+
+@pytest.mark.parametrize("cae", [False, True])
+def test_fused_map_is_on_the_windows_own_scale(extractor, extracted, cae):
+    settings = dataclasses.replace(SETTINGS, fusion="window", cae=cae)
+    inspector = LineInspector(settings, "tile", extractor=extractor)
+    last = run(inspector, extracted)[-1]
+    # The scale: the decided window members' median patch score and median image score, per modality.
+    members = [inspector._scored[n] for n in inspector.window.members]
+    maps = part_maps(inspector.window.part(last.part), inspector.window.scores(last.part), settings.map_sigma)
+    want = 0
+    for m in ("2d", "3d"):
+        floor = np.median([sc.floor[m] for sc in members])
+        want = want + (maps[m] - floor) / (np.median([sc.image[m] for sc in members]) - floor)
+    np.testing.assert_allclose(last.anomaly_map, want, rtol=1e-5, atol=1e-5)
+    plain = sum(maps.values())
+    assert not np.allclose(last.anomaly_map, plain)
 
 
 def test_decision_delay_and_flush(extractor, extracted):

@@ -70,3 +70,14 @@ def test_fpfh_rejects_bad_arguments():
         fpfh_features(points, [0], view_direction=(0, 0))
     with pytest.raises(ValueError, match="identical"):
         fpfh_features(np.ones((10, 3)), [0])
+
+
+def test_normals_at_one_radius_change_only_the_coarse_layers():
+    points, _, _ = normalize_points(_part())
+    centres = farthest_point_sampling(points, 48)
+    per_layer = fpfh_features(points, centres, (0.05, 0.2))
+    fixed = fpfh_features(points, centres, (0.05, 0.2), normal_radius=0.05)
+    np.testing.assert_allclose(fixed[0], per_layer[0], atol=1e-4)  # the same normals at the fine layer
+    assert not np.allclose(fixed[1], per_layer[1], atol=1e-3)
+    with pytest.raises(ValueError, match="normal_radius"):
+        fpfh_features(points, centres, normal_radius=0.0)

@@ -107,3 +107,16 @@ def test_group_cloud_chain_and_small_clouds():
     assert small.idx.shape == (8, 64)
     with pytest.raises(ValueError, match="fewer than group_size"):
         group_cloud(xyz[:50], 8, 64)
+
+
+def test_group_cloud_without_ipg_keeps_knn_groups_and_the_same_curvature():
+    rng = np.random.default_rng(4)
+    t = rng.uniform(0, 2 * np.pi, 3000)
+    pts = np.stack([np.cos(t), np.sin(t), rng.normal(0, 0.2, t.size)], 1).astype(np.float32)  # curved: IPG grows
+    grown = group_cloud(pts, 40, 96)
+    plain = group_cloud(pts, 40, 96, ipg=False)
+    np.testing.assert_array_equal(plain.centre_idx, grown.centre_idx)
+    np.testing.assert_array_equal(plain.curvature, grown.curvature)
+    rows, _ = knn(pts[plain.centre_idx], pts, 96)
+    np.testing.assert_array_equal(plain.idx, rows)
+    assert (grown.curvature >= 0.01).any() and not np.array_equal(grown.idx, plain.idx)

@@ -1,7 +1,7 @@
 """Exported encoders at the station: load by manifest, one interface over backends.
 
     engine = load_engine("models/efficientnet-lite0-224/manifest.json",
-                         expect={"modality": "2d", "image_size": 224, "layers": [2, 3, 4]})
+                         expect={"modality": "2d", "image_size": 224, "layers": [2, 3, 5]})
     grids = engine.run(engine.preprocess_rgb(rgb))   # list over layers of (B, H, W, C)
 
 Backends: a native TensorRT engine (``provider == "tensorrt-native"``) when the
@@ -138,7 +138,7 @@ def load_engine(
     """Load the encoder a manifest describes.
 
     expect: values the line profile requires, e.g. ``{"modality": "2d",
-    "image_size": 224, "layers": [2, 3, 4]}`` (any manifest field or input
+    "image_size": 224, "layers": [2, 3, 5]}`` (any manifest field or input
     entry); a difference raises ManifestMismatch naming field, expected, found.
     providers: ordered backends to try; "tensorrt-native" and ONNX Runtime
     execution provider names. None = native engine if present, then
@@ -186,23 +186,27 @@ def default_encoder_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "musc-edge" / "models"
 
 
-def _default_export_args(spec: EncoderSpec, out: Path) -> list[str]:
+def _default_export_args(spec: EncoderSpec, layers: tuple[int, ...], out: Path) -> list[str]:
     return ["--encoder", spec.name, "--image-size", str(spec.default_image_size),
-            "--layers", *map(str, spec.default_layers), "--precision", "fp32", "--out", str(out)]
+            "--layers", *map(str, layers), "--precision", "fp32", "--out", str(out)]
 
 
-def ensure_default_encoders(models_dir: str | Path | None = None, timeout: float = 900) -> Path:
-    """Manifest path of the default 2D encoder (EfficientNet-Lite0, 224 px, stages 2/3/4).
+def ensure_default_encoders(models_dir: str | Path | None = None, timeout: float = 900,
+                            layers: tuple[int, ...] | None = None) -> Path:
+    """Manifest path of the default 2D encoder (EfficientNet-Lite0, 224 px, the catalogue's
+    default stages, or ``layers``).
 
     Exported on first use into ``models_dir`` (default: default_encoder_dir())
     by the ``musc-edge export`` command in a subprocess: this process never imports
     torch, and the engines never import the export package (which imports them). Without torch installed this is a RuntimeError saying how to get it.
     """
     spec = encoder_spec(DEFAULT_2D_ENCODER)
+    layers = tuple(layers or spec.default_layers)
     root = Path(models_dir) if models_dir is not None else default_encoder_dir()
-    target = root / f"{spec.name}-{spec.default_image_size}"
+    suffix = "" if layers == spec.default_layers else "-stages" + "".join(map(str, layers))
+    target = root / f"{spec.name}-{spec.default_image_size}{suffix}"
     manifest_path = target / "manifest.json"
-    expect = {"name": spec.name, "image_size": spec.default_image_size, "layers": list(spec.default_layers)}
+    expect = {"name": spec.name, "image_size": spec.default_image_size, "layers": list(layers)}
     try:
         check_expected(Manifest.read(manifest_path), expect)
         return manifest_path
@@ -212,11 +216,11 @@ def ensure_default_encoders(models_dir: str | Path | None = None, timeout: float
         raise RuntimeError(
             f"the default encoder {spec.name} is not exported yet and torch is not installed here. "
             f"Install the export extra (pip install -e '.[export]') or export it on another machine: "
-            f"musc-edge export {' '.join(_default_export_args(spec, target))}")
+            f"musc-edge export {' '.join(_default_export_args(spec, layers, target))}")
     root.mkdir(parents=True, exist_ok=True)
     staging = root / f".export-{spec.name}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    cmd = [sys.executable, "-m", "edge_runtime.cli", "export", *_default_export_args(spec, staging)]
+    cmd = [sys.executable, "-m", "edge_runtime.cli", "export", *_default_export_args(spec, layers, staging)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)

@@ -9,7 +9,8 @@ Layer numbering (the manifest's ``layers``):
   are these indices (the 4th, 8th and 12th of 12 blocks).
 - EfficientNet-Lite: 0-based stage indices (the 7 MBConv stages of the
   TensorFlow builder); layer ``s`` is the output of the last block of stage
-  ``s``. Lite0 stages 2, 3, 4 give 40, 80, 112 channels at strides 8, 16, 16.
+  ``s``. Lite0 stages 2, 3, 4, 5 give 40, 80, 112, 192 channels at strides 8, 16, 16, 32,
+  every selected stage resampled to the stride-8 grid.
 """
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ def _dino(name: str, family: str, patch: int, width: int, heads: int, depth: int
 
 
 def _lite(name: str) -> EncoderSpec:
-    return EncoderSpec(name, "efficientnet-lite", "2d", 7, 8, (2, 3, 4),
+    # Stages 2, 3, 5 (strides 8, 16, 32): the ablation's best (docs/ABLATION.md); stride 4 costs detection.
+    return EncoderSpec(name, "efficientnet-lite", "2d", 7, 8, (2, 3, 5),
                        default_image_size=224, mean=LITE_MEAN, std=LITE_STD)
 
 

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from edge_runtime.evaluate.run import Combination, evaluate
-from edge_runtime.inspection.settings import InspectionSettings
+from edge_runtime.inspection.settings import PAPER, InspectionSettings
 
 
 def main(argv: list[str]) -> int:
@@ -13,10 +13,14 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--dataset", choices=["mvtec3d", "eyecandies"], default="mvtec3d")
     ap.add_argument("--root", required=True, help="dataset root (one folder per class)")
     ap.add_argument("--classes", nargs="+", help="classes to evaluate (default: all found)")
-    ap.add_argument("--modality", nargs="+", default=["2d+3d"], choices=["2d", "3d", "2d+3d"],
-                    help="one or more; features are extracted once for all")
+    ap.add_argument("--modality", nargs="+", default=["2d", "3d", "2d+3d"], choices=["2d", "3d", "2d+3d"],
+                    help="one or more (default: all three, fusion beside each modality); features are extracted once")
     ap.add_argument("--mode", nargs="+", default=["batch"], choices=["batch", "replay"])
-    ap.add_argument("--window", type=int, nargs="+", default=[32], help="replay window sizes N")
+    ap.add_argument("--window", type=int, nargs="+", default=[InspectionSettings.window], help="replay window sizes N")
+    ap.add_argument("--baseline", action="store_true",
+                    help="also score the plain mutual-scoring baseline on the same parts (batch), side by side in summary.md")
+    ap.add_argument("--preset", choices=["embedded", "paper"], default="embedded",
+                    help="scoring choices: the embedded defaults, or MuSc-V2's own (SNAMD 1/3/5, CAE, RsCon, plain sum)")
     ap.add_argument("--subset", type=int, help="batch: score pools of this many parts instead of the whole class")
     ap.add_argument("--encoder2d", default="default", help="2D encoder manifest (default: EfficientNet-Lite0)")
     ap.add_argument("--encoder3d", default="fpfh", help="3D encoder manifest, or fpfh (weight-free)")
@@ -39,12 +43,13 @@ def main(argv: list[str]) -> int:
         groups=args.groups, group_size=args.group_size, pooling_3d=args.pooling_3d, window=max(args.window + [8]),
         guard=args.guard == "on",
         match_radius=args.match_radius,
+        **(PAPER if args.preset == "paper" else {}),
     )
     combos = [Combination(m, "batch") for m in args.modality if "batch" in args.mode]
     combos += [Combination(m, "replay", w) for m in args.modality if "replay" in args.mode for w in args.window]
     try:
         docs = evaluate(args.dataset, args.root, args.classes, combos, settings, args.out, args.subset,
-                        args.overlays, args.seed)
+                        args.overlays, args.seed, baseline=args.baseline)
     except (FileNotFoundError, ValueError) as exc:
         print(f"musc-edge eval: {exc}", file=sys.stderr)
         return 1

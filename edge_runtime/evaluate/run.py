@@ -5,6 +5,8 @@ of a given size). replay: parts in order through the station's LineInspector
 (the same window, guard, decisions, re-scoring and alerts), so the numbers are
 the station's; replay also reports the verdicts (`guard_metrics`) and draws
 each line's scores and threshold over time.
+With ``baseline`` the plain mutual-scoring baseline (evaluate.baseline) is
+scored on the same parts, and summary.md sets each run beside it.
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ from edge_runtime.evaluate.overlay import overlay_png
 from edge_runtime.inspection.features import FeatureExtractor, InspectionError
 from edge_runtime.inspection.inspector import LineInspector
 from edge_runtime.inspection.part import PartFeatures
-from edge_runtime.inspection.pool import score_pool
+from edge_runtime.evaluate.baseline import BASELINE, BASELINE_STAGES, minmax_fusion
+from edge_runtime.inspection.pool import pool_distances, score_distances
 from edge_runtime.inspection.settings import InspectionSettings
 
 METRIC_KEYS = ("image_auroc", "image_ap", "image_f1max", "pixel_auroc", "pixel_ap", "pixel_f1max", "aupro")
@@ -43,6 +46,19 @@ class ClassData:
     gt: np.ndarray  # (N, S, S) uint8 {0, 1}
     labels: np.ndarray  # (N,) int
     extract_ms: dict[str, float]
+    distances: dict = dataclasses.field(default_factory=dict)  # (pool indices, modality, radius) -> per-layer distances
+
+    def pool(self, idx: np.ndarray, modalities: tuple[str, ...], match_radius: int | None = None):
+        """The parts ``idx`` on ``modalities`` and their distances, each pool, modality and
+        matching rule computed once."""
+        parts = [self.features[i].only(modalities) for i in idx]
+        dist = {}
+        for m in modalities:
+            key = (tuple(int(i) for i in idx), m, match_radius)
+            if key not in self.distances:
+                self.distances[key] = pool_distances(parts, m, match_radius)
+            dist[m] = self.distances[key]
+        return parts, dist
 
 
 @dataclass(frozen=True)
@@ -80,22 +96,40 @@ def extract_class(name: str, samples: list, extractor: FeatureExtractor) -> Clas
     return ClassData(name, samples, feats, rgbs, np.stack(gts), labels, per_part)
 
 
-def run_batch(data: ClassData, combo: Combination, settings: InspectionSettings, subset: int | None, seed: int):
-    """(maps (N, S, S), scores (N,)) with every part scored in one pool or in pools of ``subset``."""
-    n = len(data.features)
+def _pools(n: int, subset: int | None, seed: int) -> list[np.ndarray]:
+    """Index sets of the batch pools: all parts, or shuffled pools of ``subset`` (a tail of < 3 joins the last)."""
     order = np.arange(n) if not subset else np.random.default_rng(seed).permutation(n)
     size = subset or n
+    return [order[start : start + size] if len(order[start : start + size]) >= 3 else order[max(0, n - size):]
+            for start in range(0, n, size)]
+
+
+def run_batch(data: ClassData, combo: Combination, settings: InspectionSettings, subset: int | None, seed: int):
+    """(maps (N, S, S), scores (N,), scored (N,)) with every part scored in one pool or in pools of ``subset``."""
+    n = len(data.features)
+    key = "fused" if len(combo.modalities) == 2 else combo.modality
     maps = np.zeros((n,) + data.gt.shape[1:], np.float32)
     scores = np.zeros(n, np.float32)
-    for start in range(0, n, size):
-        idx = order[start : start + size]
-        if len(idx) < 3:  # a tail too small to score joins the previous pool
-            idx = order[max(0, n - size) :]
-        pool = [data.features[i].only(combo.modalities) for i in idx]
-        m, _, s = score_pool(pool, combo.modalities, settings.interval, settings.k_list, settings.map_sigma,
-                             settings.match_radius)
-        maps[idx], scores[idx] = m, s
+    for idx in _pools(n, subset, seed):
+        parts, dist = data.pool(idx, combo.modalities, settings.match_radius)
+        maps[idx], scores[idx] = score_distances(parts, dist, settings)[key]
     return maps, scores, np.ones(n, bool)
+
+
+def run_baseline(data: ClassData, combo: Combination, subset: int | None, seed: int):
+    """The plain baseline (evaluate.baseline) on ``data`` extracted with its settings: like run_batch."""
+    n = len(data.features)
+    maps = np.zeros((n,) + data.gt.shape[1:], np.float32)
+    scores = np.zeros(n, np.float32)
+    for idx in _pools(n, subset, seed):
+        parts, dist = data.pool(idx, combo.modalities)
+        single = score_distances(parts, dist, BASELINE)
+        if len(combo.modalities) == 2:
+            maps[idx], scores[idx] = minmax_fusion({m: single[m][0] for m in combo.modalities})
+        else:
+            maps[idx], scores[idx] = single[combo.modality]
+    return maps, scores, np.ones(n, bool)
+
 
 
 def run_replay(data: ClassData, combo: Combination, settings: InspectionSettings, extractor: FeatureExtractor):
@@ -171,14 +205,14 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
-def write_outputs(out: Path, combo: Combination, per_class: dict, config: dict, timing: dict,
+def write_outputs(out: Path, key: str, per_class: dict, config: dict, timing: dict,
                   results: dict[str, tuple], data: dict[str, ClassData], overlays: int,
                   logs: dict[str, list[PartLog]]) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     mean = mean_metrics(per_class)
     doc = {"classes": per_class, "mean": mean, "config": config, "timing": timing}
     (out / "metrics.json").write_text(json.dumps(doc, indent=2))
-    (out / "metrics.md").write_text(markdown(per_class, mean, f"{combo.key}"))
+    (out / "metrics.md").write_text(markdown(per_class, mean, key))
     rows = ["class,part,defect,label,score,scored" + (",verdict,threshold,reference,alerts" if logs else "")]
     for name, (maps, scores, scored) in results.items():
         d = data[name]
@@ -192,7 +226,7 @@ def write_outputs(out: Path, combo: Combination, per_class: dict, config: dict, 
         _write_overlays(out / "overlays" / name, d, maps, scores, scored, overlays)
         if logs:
             timeline_png(out / "timeline" / f"{name}.png", logs[name], d.labels, _systematic(d),
-                         f"{name} {combo.key}: scores (hollow = not a reference), threshold, alerts")
+                         f"{name} {key}: scores (hollow = not a reference), threshold, alerts")
     (out / "scores.csv").write_text("\n".join(rows) + "\n")
     return doc
 
@@ -217,51 +251,84 @@ def _write_overlays(folder: Path, d: ClassData, maps, scores, scored, count: int
                     title=f"{d.name} {s.defect}/{s.name} score {scores[i]:.3f}")
 
 
+def _baseline_extractor(settings: InspectionSettings) -> FeatureExtractor:
+    """The baseline's extractor: its settings on the line's modalities, Lite0 at its stages."""
+    from edge_runtime.engines import ensure_default_encoders
+
+    encoder = str(ensure_default_encoders(layers=BASELINE_STAGES)) if "2d" in settings.modalities else "default"
+    return FeatureExtractor.from_settings(dataclasses.replace(
+        BASELINE, modalities=settings.modalities, image_size=settings.image_size, encoder_2d=encoder))
+
+
 def evaluate(dataset: str, root: str, classes: Sequence[str] | None, combos: Sequence[Combination],
              settings: InspectionSettings, out: str | Path, subset: int | None = None, overlays: int = 6,
-             seed: int = 0) -> dict[str, dict]:
-    """Run every combination on every class; returns {combination key: metrics document}."""
+             seed: int = 0, baseline: bool = False) -> dict[str, dict]:
+    """Run every combination on every class (and, with ``baseline``, the baseline on every
+    batch combination's modality); returns {run key: metrics document}."""
     if dataset not in READERS:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(READERS)}")
     found = READERS[dataset](root, classes)
-    extractor = FeatureExtractor.from_settings(settings)
-    t0 = time.perf_counter()
-    data = {name: extract_class(name, samples, extractor) for name, samples in
-            tqdm(found.items(), desc="classes", unit="class")}
-    extract_s = time.perf_counter() - t0
+    extractors = {"": FeatureExtractor.from_settings(settings)}
+    if baseline:
+        extractors["baseline_"] = _baseline_extractor(settings)
+    runs = [(prefix, combo) for combo in combos for prefix in extractors if not prefix or combo.mode == "batch"]
     out = Path(out)
     docs = {}
-    for combo in tqdm(combos, desc="scoring", unit="run"):
-        per_class, results, seconds, logs = {}, {}, {}, {}
-        for name, d in data.items():
-            t = time.perf_counter()
-            if combo.mode == "batch":
-                results[name] = run_batch(d, combo, settings, subset, seed)
-            else:
-                results[name], logs[name] = run_replay(d, combo, settings, extractor)
-            seconds[name] = time.perf_counter() - t
-            per_class[name] = metrics_for(d, *results[name])
-            if name in logs:
-                per_class[name]["guard"] = guard_metrics(logs[name], d.labels, _systematic(d))
-        config = {"dataset": dataset, "root": str(root), "modality": combo.modality, "mode": combo.mode,
-                  "window": combo.window, "subset": subset, "settings": settings.to_dict(),
-                  "model": extractor.model_digest}
-        timing = {"extract_seconds_total": extract_s,
-                  "extract_ms_per_part": {n: d.extract_ms for n, d in data.items()},
-                  "score_seconds": seconds}
-        target = out if len(combos) == 1 else out / combo.key
-        docs[combo.key] = write_outputs(target, combo, per_class, config, timing, results, data, overlays, logs)
-    if len(combos) > 1:
+    for prefix, extractor in extractors.items():
+        t0 = time.perf_counter()
+        data = {name: extract_class(name, samples, extractor) for name, samples in
+                tqdm(found.items(), desc=f"{prefix or 'musc-edge '}features", unit="class")}
+        extract_s = time.perf_counter() - t0
+        for _, combo in tqdm([r for r in runs if r[0] == prefix], desc=f"{prefix or 'musc-edge '}scoring", unit="run"):
+            per_class, results, seconds, logs = {}, {}, {}, {}
+            for name, d in data.items():
+                t = time.perf_counter()
+                if prefix:
+                    results[name] = run_baseline(d, combo, subset, seed)
+                elif combo.mode == "batch":
+                    results[name] = run_batch(d, combo, settings, subset, seed)
+                else:
+                    results[name], logs[name] = run_replay(d, combo, settings, extractor)
+                seconds[name] = time.perf_counter() - t
+                per_class[name] = metrics_for(d, *results[name])
+                if name in logs:
+                    per_class[name]["guard"] = guard_metrics(logs[name], d.labels, _systematic(d))
+            config = {"dataset": dataset, "root": str(root), "modality": combo.modality, "mode": combo.mode,
+                      "window": combo.window, "subset": subset, "settings": extractor.settings.to_dict(),
+                      "model": extractor.model_digest, "baseline": bool(prefix)}
+            timing = {"extract_seconds_total": extract_s,
+                      "extract_ms_per_part": {n: d.extract_ms for n, d in data.items()},
+                      "score_seconds": seconds}
+            key = prefix + combo.key
+            target = out if len(runs) == 1 else out / key
+            docs[key] = write_outputs(target, key, per_class, config, timing, results, data, overlays, logs)
+    if len(runs) > 1:
         _write_summary(out, docs)
     return docs
 
 
 def _write_summary(out: Path, docs: dict[str, dict]) -> None:
+    """summary.md: every run; image AUROC per defect kind side by side (fusion next to each
+    modality); and, with a baseline, each batch run against the baseline on the same parts."""
     lines = ["# Evaluation summary (mean over classes, %)", "",
-             "| run | " + " | ".join(METRIC_KEYS) + " | by kind (image AUROC) |", "|---" * (len(METRIC_KEYS) + 2) + "|"]
+             "| run | " + " | ".join(METRIC_KEYS) + " |", "|---" * (len(METRIC_KEYS) + 1) + "|"]
     for key, doc in docs.items():
-        m = doc["mean"]
-        kinds = ", ".join(f"{k} {100 * v:.1f}" for k, v in m["image_auroc_by_kind"].items())
-        lines.append(f"| {key} | " + " | ".join(f"{100 * m[k]:.2f}" for k in METRIC_KEYS) + f" | {kinds} |")
+        lines.append(f"| {key} | " + " | ".join(f"{100 * doc['mean'][k]:.2f}" for k in METRIC_KEYS) + " |")
+    kinds = sorted({k for doc in docs.values() for k in doc["mean"]["image_auroc_by_kind"]})
+    if kinds:
+        lines += ["", "## Image AUROC by defect kind (good parts + that kind, %)", "",
+                  "| kind | " + " | ".join(docs) + " |", "|---" * (len(docs) + 1) + "|"]
+        for kind in kinds:
+            cells = [doc["mean"]["image_auroc_by_kind"].get(kind) for doc in docs.values()]
+            lines.append(f"| {kind} | " + " | ".join("-" if c is None else f"{100 * c:.2f}" for c in cells) + " |")
+    pairs = [(k, "baseline_" + k) for k in docs if "baseline_" + k in docs]
+    if pairs:
+        lines += ["", "## Against the plain baseline on the same parts (image AUROC / AUPRO, %)", "",
+                  "| run | musc-edge | baseline | difference |", "|---|---|---|---|"]
+        for key, base in pairs:
+            m, b = docs[key]["mean"], docs[base]["mean"]
+            lines.append(f"| {key} | {100 * m['image_auroc']:.2f} / {100 * m['aupro']:.2f} | "
+                         f"{100 * b['image_auroc']:.2f} / {100 * b['aupro']:.2f} | "
+                         f"{100 * (m['image_auroc'] - b['image_auroc']):+.2f} / {100 * (m['aupro'] - b['aupro']):+.2f} |")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     (out / "summary.json").write_text(json.dumps({k: d["mean"] for k, d in docs.items()}, indent=2))

@@ -4,8 +4,9 @@
 per-layer patch grids, aggregate (SNAMD), L2-normalize. 3D: MuSc-V2's cloud
 preprocessing (background plane removal, cleaning, square padding, nearest
 resize to the image size), foreground points, unit-radius normalization,
-farthest point sampling of the group centres, KNN + iterative point grouping,
-per-layer centre features (FPFH at three radii, or Point-MAE), L2-normalized
+farthest point sampling of the group centres, KNN + iterative point grouping
+(only as far as the 3D encoder reads them: see FeatureExtractor._groups),
+per-layer centre features (FPFH at the profile's radii, or Point-MAE), L2-normalized
 per point, then aggregated. Everything lands in one S x S pixel frame, so a
 centre's 2D patch and a point's pixel are known.
 """
@@ -59,7 +60,7 @@ class FeatureExtractor:
         if "2d" in settings.modalities and engine_2d is None:
             raise ValueError("a line with 2D needs a 2D engine")
         self.grid = tuple(engine_2d.manifest.grid) if engine_2d is not None else (settings.image_size // 8,) * 2
-        n3 = len(engine_3d.manifest.layers) if engine_3d is not None else len(pointcloud.DEFAULT_RADII)
+        n3 = len(engine_3d.manifest.layers) if engine_3d is not None else len(settings.fpfh_radii)
         if engine_2d is not None and "3d" in settings.modalities and len(engine_2d.manifest.layers) != n3:
             raise ValueError(f"2D encoder has {len(engine_2d.manifest.layers)} layers but the 3D encoder has {n3}: "
                              "cross-modal scoring pairs layers one to one")
@@ -124,6 +125,21 @@ class FeatureExtractor:
         _timed(latency, "aggregate", t)
         return shown, z2.astype(np.float16)
 
+    def _groups(self, points: np.ndarray):
+        """(centre_idx, centres, curvature, neighbourhood or None) of a normalized cloud.
+
+        Point-MAE reads the IPG groups. FPFH reads the cloud around each centre
+        itself, so it needs groups only for the curvature that 3D SNAMD consults,
+        and plain KNN groups give the same curvature as IPG; with degree 1 alone
+        (no SNAMD) the centres are all it needs.
+        """
+        s = self.settings
+        if self.engine_3d is None and max(s.r_list_3d) == 1:
+            centre_idx = pointcloud.farthest_point_sampling(points, s.groups)
+            return centre_idx, points[centre_idx], np.zeros(len(centre_idx), np.float32), None
+        groups = pointcloud.group_cloud(points, s.groups, s.group_size, ipg=self.engine_3d is not None)
+        return groups.centre_idx, groups.centres, groups.curvature, groups.neighbourhood
+
     def _extract_3d(self, xyz: np.ndarray, latency: dict) -> tuple[np.ndarray, dict]:
         s = self.settings
         if xyz.ndim != 3 or xyz.shape[2] != 3:
@@ -144,16 +160,16 @@ class FeatureExtractor:
                 f"{max(s.groups, s.group_size)} ({s.groups} groups of {s.group_size})",
             )
         points, _, _ = pointcloud.normalize_points(points)
-        groups = pointcloud.group_cloud(points, s.groups, s.group_size)
+        centre_idx, centres, curvature, neighbourhood = self._groups(points)
         t = _timed(latency, "preprocess", t)
         if self.engine_3d is None:
-            feats = pointcloud.fpfh_features(points, groups.centre_idx)
+            feats = pointcloud.fpfh_features(points, centre_idx, s.fpfh_radii)
         else:
-            feats = [f[0] for f in self.engine_3d.run(groups.neighbourhood[None], groups.centres[None])]
+            feats = [f[0] for f in self.engine_3d.run(neighbourhood[None], centres[None])]
         t = _timed(latency, "encode", t)
-        z3 = aggregate_3d([l2_normalize(f) for f in feats], groups.centres, groups.curvature, s.r_list, s.pooling_3d)
-        idw_index, idw_weight = idw_weights(groups.centres, points)
-        centre_pixels = pixel_index[groups.centre_idx]
+        z3 = aggregate_3d([l2_normalize(f) for f in feats], centres, curvature, s.r_list_3d, s.pooling_3d)
+        idw_index, idw_weight = idw_weights(centres, points)
+        centre_pixels = pixel_index[centre_idx]
         _timed(latency, "aggregate", t)
         return organized, {
             "z3": z3.astype(np.float16),

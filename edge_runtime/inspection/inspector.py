@@ -3,12 +3,14 @@
 A part's features enter the line's window as a candidate; its verdict comes
 when ``decision_delay`` later parts have arrived. The decision:
 
-1. the part's mutual scores against the window's references (CAE for 2D+3D)
-   -> anomaly map (2D: corner-aligned upsampling; 3D: inverse-distance painting
-   + blur; summed); its image score is the map's maximum and its salient
-   feature the aggregated feature at its top patch/centre (2D+3D: both,
-   concatenated);
-2. RsCon over the references and the part: every reference's image score as
+1. the part's mutual scores against the window's references (CAE for 2D+3D
+   when the profile says so) -> anomaly map (2D: corner-aligned upsampling; 3D:
+   inverse-distance painting + blur; summed, each first on the window's own
+   scale when the profile's fusion is "window": see maps.fusion_scale, from the
+   references' median patch score and image score per modality); its image
+   score is the map's maximum and its salient feature the aggregated feature at
+   its top patch/centre (2D+3D: both, concatenated);
+2. RsCon (when the profile says so) over the references and the part: every reference's image score as
    computed when it was decided, and its salient feature (recomputing every
    member's CAE on each arrival would cost O(N) rank sorts per part); the
    re-scored value is mapped back to the raw score scale (lo + (hi - lo) * r)
@@ -45,7 +47,7 @@ from tqdm import tqdm
 from edge_runtime.evaluate.datasets import read_good_parts
 from edge_runtime.inspection.alerts import Alert, AlertMonitor, AlertSettings, region_centre
 from edge_runtime.inspection.features import FeatureExtractor, InspectionError, Preprocessed
-from edge_runtime.inspection.maps import part_maps, salient_feature
+from edge_runtime.inspection.maps import fuse_maps, fusion_scale, part_maps, salient_feature
 from edge_runtime.inspection.part import PartFeatures
 from edge_runtime.inspection.settings import InspectionSettings
 from edge_runtime.inspection.threshold import LineThreshold
@@ -91,6 +93,7 @@ class _Scored:
 
     image: dict[str, float]  # "2d", "3d", "fused" -> image score
     salient: dict[str, np.ndarray]  # same keys -> float32 feature
+    floor: dict[str, float]  # "2d", "3d" -> median patch/centre score (the fusion scale's floor)
 
 
 @dataclass
@@ -154,7 +157,7 @@ class LineInspector:
         an operator's threshold and the active alerts stay."""
         s = self.settings
         self.window = LineWindow(s.window, s.modalities, s.interval, match_radius=s.match_radius, device=s.device,
-                                 spare=s.decision_delay + 1)
+                                 spare=s.decision_delay + 1, cross_modal=s.cae)
         self._scored: dict[str, _Scored] = {}
         self._pending: list[_Pending] = []
         self._provisional: dict[str, int] = {}  # references taken while warming up -> seq, not yet re-judged
@@ -235,7 +238,8 @@ class LineInspector:
             decision.reference = True
             return decision
         t = time.perf_counter()
-        anomaly_map, mine = self._score_member(pending.part)
+        maps, mine = self._score_member(pending.part)
+        anomaly_map = self._fuse(maps, mine, self._fusion_scale([mine]))
         decision.latency_ms["score"] = (time.perf_counter() - t) * 1e3
         self._conclude(decision, refs, "fused", mine, anomaly_map)
         self._settle(decision, mine)
@@ -289,7 +293,7 @@ class LineInspector:
         raw = np.array([p.image[key] for p in pool], dtype=np.float32)
         salient = np.stack([p.salient[key] for p in pool])
         lo, hi = float(raw.min()), float(raw.max())
-        return lo + (hi - lo) * rescore(raw, salient, self.settings.k_list)
+        return lo + (hi - lo) * rescore(raw, salient, self.settings.k_list) if self.settings.rscon else raw
 
     def _settle(self, decision: Decision, mine: _Scored) -> None:
         """Membership after a full part's verdict, the threshold's history, the alerts it raises."""
@@ -314,9 +318,13 @@ class LineInspector:
         """The window just got warm: score the references that have no score yet; with the
         guard, the provisional ones (taken while warming up) that would be ng leave."""
         refs = self.window.reference_ids
-        for name in refs:
-            if name not in self._scored or name in self._provisional:
-                self._scored[name] = self._score_member(name)[1]
+        fresh = [(name, *self._score_member(name)) for name in refs
+                 if name not in self._scored or name in self._provisional]
+        for name, _, summary in fresh:
+            self._scored[name] = summary
+        scale = self._fusion_scale()
+        for _, maps, summary in fresh:  # fused once every fresh reference's own levels count
+            self._fuse(maps, summary, scale)
         if self.settings.guard and self._provisional:
             final = self._rescored([self._scored[n] for n in refs], "fused")
             try:
@@ -348,15 +356,31 @@ class LineInspector:
             self._scored.pop(part, None)
             self._provisional.pop(part, None)
 
-    def _score_member(self, name: str) -> tuple[np.ndarray, _Scored]:
+    def _score_member(self, name: str) -> tuple[dict[str, np.ndarray], _Scored]:
+        """A member's per-modality maps and summary (its fused image score comes with ``_fuse``)."""
         features = self.window.part(name)
         scores = self.window.scores(name)
         maps = self._maps(features, scores)
-        fused = np.sum([maps[m] for m in self.settings.modalities], axis=0)
         summary = self._summarise(features, scores, maps)
-        summary.image["fused"] = float(fused.max())
         summary.salient["fused"] = np.concatenate([summary.salient[m] for m in self.settings.modalities])
-        return fused, summary
+        return maps, summary
+
+    def _fusion_scale(self, extra: list[_Scored] = ()) -> dict[str, tuple[float, float]] | None:
+        """The window's fusion scale from its scored references and ``extra`` (see maps.fusion_scale);
+        None with one modality."""
+        mods = self.settings.modalities
+        if len(mods) == 1:
+            return None
+        members = [self._scored[n] for n in self.window.reference_ids if n in self._scored] + list(extra)
+        return fusion_scale(self.settings.fusion, {m: [sc.floor[m] for sc in members] for m in mods},
+                            {m: [sc.image[m] for sc in members] for m in mods})
+
+    @staticmethod
+    def _fuse(maps: dict[str, np.ndarray], summary: _Scored, scale) -> np.ndarray:
+        """The fused map on ``scale``; sets the summary's fused image score."""
+        fused = fuse_maps(maps, scale)
+        summary.image["fused"] = float(fused.max())
+        return fused
 
     def _maps(self, features: PartFeatures, scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return part_maps(features, scores, self.settings.map_sigma)
@@ -364,7 +388,8 @@ class LineInspector:
     @staticmethod
     def _summarise(features: PartFeatures, scores: dict, maps: dict) -> _Scored:
         salient = {m: salient_feature(features, m, s) for m, s in scores.items()}
-        return _Scored({m: float(v.max()) for m, v in maps.items()}, salient)
+        return _Scored({m: float(v.max()) for m, v in maps.items()}, salient,
+                       {m: float(np.median(s)) for m, s in scores.items()})
 
     # -- operator feedback --------------------------------------------------
 
@@ -423,7 +448,9 @@ class LineInspector:
         q = self.quarantine.pop(part)
         self._evicted(self.window.add(part, q.features))
         if len(self._references_of(part)) >= self.settings.min_window:
-            self._scored[part] = self._score_member(part)[1]
+            maps, summary = self._score_member(part)
+            self._fuse(maps, summary, self._fusion_scale([summary]))
+            self._scored[part] = summary
 
     # -- persistence --------------------------------------------------------
 
@@ -432,7 +459,7 @@ class LineInspector:
         the quarantine, the threshold's history and the alerts."""
         out = self.window.state()
         meta = {
-            "scored": {n: sc.image for n, sc in self._scored.items()},
+            "scored": {n: {"image": sc.image, "floor": sc.floor} for n, sc in self._scored.items()},
             "pending": [{"part": p.part, "seq": p.seq} for p in self._pending],
             "provisional": self._provisional,
             "quarantine": [{"part": n, "seq": q.seq, "score": q.score, "label": q.label}
@@ -457,8 +484,8 @@ class LineInspector:
                              f"not the current {self.profile_digest}: reset the line to start cold")
         self.window = LineWindow.from_state(state, self.settings.device)
         self._scored = {}
-        for i, (n, image) in enumerate(meta["scored"].items()):
-            self._scored[n] = _Scored(image, {k: state[f"salient{i}_{k}"] for k in image})
+        for i, (n, sc) in enumerate(meta["scored"].items()):
+            self._scored[n] = _Scored(sc["image"], {k: state[f"salient{i}_{k}"] for k in sc["image"]}, sc["floor"])
         self._pending = [_Pending(p["part"], p["seq"], {}, None) for p in meta["pending"]]
         self._provisional = dict(meta["provisional"])
         self.quarantine = OrderedDict(

@@ -1,6 +1,8 @@
 """A part's anomaly maps and salient features from its patch/centre scores."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from edge_runtime.inspection.part import PartFeatures
@@ -25,3 +27,31 @@ def salient_feature(features: PartFeatures, modality: str, scores: np.ndarray) -
     z = features.features(modality)
     layer = -2 if z.shape[1] > 1 else -1
     return z[int(np.argmax(scores)), layer].astype(np.float32)
+
+
+def fusion_scale(fusion: str, floors: dict[str, Sequence[float]], peaks: dict[str, Sequence[float]]
+                 ) -> dict[str, tuple[float, float]] | None:
+    """Each modality's (floor, span) on the window's own scale, or None for a plain sum.
+
+    fusion : "sum" (None) or "window". floors : modality -> each window
+    member's median patch/centre score; peaks : modality -> each member's image
+    score (map maximum). floor = median of floors, span = median of peaks -
+    floor: a typical normal patch lands at 0 and a typical part's peak at 1, in
+    both modalities, from nothing but the window's scores.
+    """
+    if fusion == "sum":
+        return None
+    if fusion != "window":
+        raise ValueError(f"fusion must be 'sum' or 'window', got {fusion!r}")
+    scale = {}
+    for m, fl in floors.items():
+        lo = float(np.median(fl))
+        scale[m] = (lo, max(float(np.median(peaks[m])) - lo, 1e-6))
+    return scale
+
+
+def fuse_maps(maps: dict[str, np.ndarray], scale: dict[str, tuple[float, float]] | None) -> np.ndarray:
+    """(S, S) float32: the modalities' maps summed, each first put on ``scale`` (see fusion_scale)."""
+    if scale is None:
+        return np.sum(list(maps.values()), axis=0).astype(np.float32)
+    return np.sum([(maps[m] - scale[m][0]) / scale[m][1] for m in maps], axis=0).astype(np.float32)

@@ -16,6 +16,7 @@ from edge_runtime.inspection.threshold import check_threshold_table
 from edge_runtime.scoring.aligned import check_radius
 
 MODALITIES = ("2d", "3d")
+FUSIONS = ("sum", "window")
 
 # The TOML sections of a line profile that map onto settings fields.
 _SECTIONS = ("line", "encoders", "scoring", "pointcloud", "threshold", "output", "guard", "alerts")
@@ -34,6 +35,14 @@ class InspectionSettings:
     believed good); min_window: with fewer references verdicts are
     inconclusive (mutual scoring needs >= 5 references).
     decision_delay: later parts a verdict waits for (0 = decide on arrival).
+    r_list / r_list_3d: SNAMD degrees of the 2D patches / 3D centres ((1,) = none).
+    fpfh_radii: FPFH layer radii (relative to the unit-radius cloud), one per 2D layer.
+    cae: cross-modal anomaly enhancement for 2D+3D; rscon: re-scoring with a
+    constrained neighbourhood (off: the image score is the map maximum).
+    fusion: how 2D and 3D maps are summed: "sum" as they are (MuSc-V2), or
+    "window" each put on the scale of the window itself first ((map - floor) /
+    (peak - floor), floor and peak the window's median patch score and median
+    image score of that modality), so a line, a replay and a batch use the same scale.
     match_radius: None (global matching) or r >= 0 (aligned matching for
     fixtured parts: a patch meets only reference patches within r cells).
     device: "cpu", or "cuda" / "cuda:N": the window's distance work on that GPU
@@ -44,6 +53,9 @@ class InspectionSettings:
     MuSc streaming). references ([guard] references): a folder of known-good
     parts (MVTec 3D-AD ``train/good`` layout) pinned in the window at start.
     alerts: the [alerts] table, read by inspection.alerts.
+
+    The defaults are the embedded profile (EfficientNet-Lite0 + FPFH), chosen by
+    the ablation in docs/ABLATION.md; `PAPER` holds MuSc-V2's own choices.
     """
 
     modalities: tuple[str, ...] = ("2d", "3d")
@@ -51,7 +63,14 @@ class InspectionSettings:
     encoder_2d: str = "default"
     encoder_3d: str = "fpfh"
     image_size: int = 224
-    r_list: tuple[int, ...] = (1, 3, 5)
+    # SNAMD is a no-op on raw CNN stages (norms 20-60: the neighbour weights
+    # exp(-||f(n) - f(c)||) vanish), and on FPFH it lowers 3D AUPRO: degree 1 only.
+    r_list: tuple[int, ...] = (1,)
+    r_list_3d: tuple[int, ...] = (1,)
+    fpfh_radii: tuple[float, ...] = (0.025, 0.05, 0.1)
+    cae: bool = True
+    rscon: bool = True
+    fusion: str = "window"
     pooling_3d: str = "channel"
     window: int = 64
     min_window: int = 8
@@ -80,11 +99,22 @@ class InspectionSettings:
             raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {mods!r}")
         object.__setattr__(self, "modalities", tuple(m for m in MODALITIES if m in mods))
         object.__setattr__(self, "r_list", tuple(int(r) for r in self.r_list))
+        object.__setattr__(self, "r_list_3d", tuple(int(r) for r in self.r_list_3d))
+        object.__setattr__(self, "fpfh_radii", tuple(float(r) for r in self.fpfh_radii))
         object.__setattr__(self, "k_list", tuple(int(k) for k in self.k_list))
         if self.image_size < 16 or self.image_size % 8:
             raise ValueError(f"image_size must be a multiple of 8 and >= 16, got {self.image_size}")
         if not self.r_list or any(r < 1 or r % 2 == 0 for r in self.r_list):
             raise ValueError(f"r_list must hold odd degrees >= 1, got {self.r_list}")
+        if not self.r_list_3d or any(r < 1 for r in self.r_list_3d):
+            raise ValueError(f"r_list_3d must hold degrees >= 1, got {self.r_list_3d}")
+        if not self.fpfh_radii or any(not 0 < r <= 1 for r in self.fpfh_radii) or list(self.fpfh_radii) != sorted(set(self.fpfh_radii)):
+            raise ValueError(f"fpfh_radii must be increasing radii in (0, 1], got {self.fpfh_radii}")
+        for name in ("cae", "rscon"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if self.pooling_3d not in ("channel", "reference"):
             raise ValueError(f"pooling_3d must be 'channel' or 'reference', got {self.pooling_3d!r}")
         if self.min_window < 5:
@@ -146,3 +176,8 @@ class InspectionSettings:
         """Short, stable digest of these settings (the verdict's `profile` field)."""
         canon = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+
+# MuSc-V2's own choices where the embedded defaults differ (`musc-edge eval --preset paper`):
+# SNAMD at degrees 1/3/5 in both modalities, CAE, RsCon, maps summed as they are.
+PAPER: dict = {"r_list": (1, 3, 5), "r_list_3d": (1, 3, 5), "cae": True, "rscon": True, "fusion": "sum"}

@@ -47,7 +47,8 @@ class LineWindow:
     """The references of one line (at most ``capacity``) and the candidates being decided.
 
     capacity : N references. modalities : ("2d",), ("3d",) or ("2d", "3d");
-    2D+3D scores use cross-modal enhancement. interval : fraction of references averaged.
+    2D+3D scores use cross-modal enhancement when ``cross_modal``. interval :
+    fraction of references averaged.
     budget : bytes of distance tile one worker holds at once (on a GPU: of one
         distance block; default DEFAULT_BUDGET on the host, GPU_BUDGET on a GPU).
     match_radius : None (global matching) or r: a patch meets only reference
@@ -57,7 +58,7 @@ class LineWindow:
     """
 
     def __init__(self, capacity: int, modalities: Sequence[str], interval: float = 0.3, budget: int | None = None,
-                 match_radius: int | None = None, device: str = "cpu", spare: int = 0):
+                 match_radius: int | None = None, device: str = "cpu", spare: int = 0, cross_modal: bool = True):
         if capacity < 2:
             raise ValueError(f"window capacity must be >= 2, got {capacity}")
         self.capacity = int(capacity)
@@ -72,6 +73,7 @@ class LineWindow:
         if self.match_radius is not None and on_gpu:
             raise ValueError(f"aligned matching (match_radius) runs on the CPU, not on {device!r}")
         self._xp = array_module(device)
+        self.cross_modal = bool(cross_modal)
         self._order: list[str] = []  # members, oldest first
         self._slot: dict[str, int] = {}
         self._references: set[str] = set()
@@ -282,7 +284,7 @@ class LineWindow:
         """Mutual scores of one member against the window's other references.
 
         Returns {modality: (L_m,) float32}, per-layer scores averaged over layers;
-        with 2D and 3D, cross-modal enhanced. Needs >= 1 other reference (2 for 2D+3D).
+        with 2D and 3D and ``cross_modal``, cross-modal enhanced. Needs >= 1 other reference (2 for 2D+3D).
         """
         refs = self.references(part)
         if refs.size < 1 or (len(self.modalities) == 2 and refs.size < 2):
@@ -290,9 +292,9 @@ class LineWindow:
         me = self._slot[part]
         with on_device(self._xp, self.device):  # only this part's rows leave the device
             rows = {m: to_host(self._rows[m][:, me][:, :, self._xp.asarray(refs)]) for m in self.modalities}
-        if len(self.modalities) == 1:
-            (m,) = self.modalities
-            return {m: np.mean([interval_mean(o, self.interval) for o in rows[m]], axis=0, dtype=np.float32)}
+        if len(self.modalities) == 1 or not self.cross_modal:
+            return {m: np.mean([interval_mean(o, self.interval) for o in rows[m]], axis=0, dtype=np.float32)
+                    for m in self.modalities}
         p2p = self._parts[me].point2patch
         per_layer = [enhance(o2, o3, p2p, self.interval) for o2, o3 in zip(rows["2d"], rows["3d"])]
         return {
@@ -322,7 +324,8 @@ class LineWindow:
         out: dict[str, np.ndarray] = {
             "window_members": np.array(self._order, dtype=str),
             "window_config": np.array([self.capacity, self.interval, self.budget,
-                                       -1 if self.match_radius is None else self.match_radius, self.spare],
+                                       -1 if self.match_radius is None else self.match_radius, self.spare,
+                                       self.cross_modal],
                                       dtype=np.float64),
             # per member: 0 candidate, 1 reference, 2 pinned reference
             "window_roles": np.array([int(p in self._references) + int(p in self._pinned) for p in self._order],
@@ -341,11 +344,13 @@ class LineWindow:
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray], device: str | None = None) -> "LineWindow":
         """The window ``state()`` saved, on ``device`` (default: the one it was saved from)."""
-        # states before aligned matching hold 3 values, before candidates 4 (every member a reference)
-        capacity, interval, budget, radius, spare = [*state["window_config"], -1, 0][:5]
+        # states before aligned matching hold 3 values, before candidates 4 (every member a reference),
+        # before the CAE switch 5 (cross-modal on)
+        saved = list(state["window_config"])
+        capacity, interval, budget, radius, spare, cross_modal = saved + [-1, 0, 1][len(saved) - 3:]
         saved_device = str(state["window_device"]) if "window_device" in state else "cpu"
         window = cls(int(capacity), [str(m) for m in state["window_modalities"]], float(interval), int(budget),
-                     None if radius < 0 else int(radius), device or saved_device, int(spare))
+                     None if radius < 0 else int(radius), device or saved_device, int(spare), bool(cross_modal))
         members = [str(p) for p in state["window_members"]]
         roles = state["window_roles"] if "window_roles" in state else np.ones(len(members), np.int64)
         window._references = {p for p, role in zip(members, roles) if role >= 1}

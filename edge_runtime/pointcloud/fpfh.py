@@ -43,12 +43,21 @@ def _thin(points: np.ndarray, voxel: float, keep: np.ndarray) -> np.ndarray:
     return np.union1d(first, keep)
 
 
+def _normals(pts: np.ndarray, radius: float, view: np.ndarray) -> np.ndarray:
+    """(P, 3) float64 unit normals of every point (PCA within ``radius``), facing against ``view``."""
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts))
+    cloud.estimate_normals(o3d.geometry.KDTreeSearchParamRadius(radius=radius))
+    cloud.orient_normals_to_align_with_direction(-view)
+    return np.asarray(cloud.normals)
+
+
 def fpfh_features(
     points,
     centre_idx,
     radii=DEFAULT_RADII,
     density: float = 3.0,
     view_direction=(0.0, 0.0, 1.0),
+    normal_radius: float | None = None,
 ) -> list[np.ndarray]:
     """FPFH (Open3D compute_fpfh_feature) of the centres at each radius.
 
@@ -60,6 +69,8 @@ def fpfh_features(
         absolute radius is r * max distance of a point from the mean point.
     density : points per radius after thinning (voxel side = radius / density).
     view_direction : (3,) direction the camera looks along; normals point against it.
+    normal_radius : None = normals at each layer's radius; a number = normals of
+        every layer at this one radius (same units as ``radii``), on the full cloud.
 
     Returns
     -------
@@ -80,15 +91,21 @@ def fpfh_features(
     scale = float(np.sqrt(((pts - pts.mean(axis=0)) ** 2).sum(axis=1)).max())
     if scale == 0:
         raise ValueError("points are all identical: the cloud has no extent")
+    if normal_radius is not None and not normal_radius > 0:
+        raise ValueError(f"normal_radius must be > 0 or None, got {normal_radius!r}")
     unique_centres, back = np.unique(centres, return_inverse=True)
+    normals = None if normal_radius is None else _normals(pts, normal_radius * scale, view)
     features = []
     for r in radii:
         radius = r * scale
         kept = _thin(pts, radius / density, unique_centres)
         cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts[kept]))
         search = o3d.geometry.KDTreeSearchParamRadius(radius=radius)
-        cloud.estimate_normals(search)
-        cloud.orient_normals_to_align_with_direction(-view)
+        if normals is None:
+            cloud.estimate_normals(search)
+            cloud.orient_normals_to_align_with_direction(-view)
+        else:
+            cloud.normals = o3d.utility.Vector3dVector(normals[kept])
         at = np.searchsorted(kept, unique_centres)
         fpfh = o3d.pipelines.registration.compute_fpfh_feature(cloud, search, at.tolist())
         features.append(np.asarray(fpfh.data, dtype=np.float32).T[back])

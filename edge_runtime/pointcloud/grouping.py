@@ -189,11 +189,15 @@ def group_cloud(
     *,
     k_iter: int = 80,
     curvature_threshold: float = 0.01,
+    ipg: bool = True,
 ) -> Groups:
     """FPS centres -> exact KNN of the centres (k = 2 * group_size) -> IPG.
 
     Only the centres' KNN rows are computed: IPG reads nothing else. When the
     cloud has fewer than 2 * group_size points, k is clamped to the cloud size.
+    ``ipg=False`` keeps every group its plain KNN (curvature is still computed):
+    descriptors that read the cloud around each centre themselves (FPFH) never
+    look at the groups, so growing them only costs time.
 
     Parameters
     ----------
@@ -201,6 +205,7 @@ def group_cloud(
     n_groups : G, number of centres.
     group_size : points per group, >= 3.
     k_iter, curvature_threshold : see iterative_point_grouping.
+    ipg : grow curved groups (True) or keep plain KNN groups (False).
 
     Returns
     -------
@@ -214,5 +219,6 @@ def group_cloud(
         raise ValueError(f"the cloud has {pts.shape[0]} points, fewer than group_size = {group_size}")
     centres = farthest_point_sampling(pts, n_groups)
     rows, _ = knn(pts[centres], pts, min(2 * group_size, pts.shape[0]))
-    idx, curv, neighbourhood = _group(pts, centres, rows, group_size, k_iter, float(curvature_threshold))
+    threshold = float(curvature_threshold) if ipg else np.inf  # no centre counts as curved: no growth
+    idx, curv, neighbourhood = _group(pts, centres, rows, group_size, k_iter, threshold)
     return Groups(centre_idx=centres, idx=idx, curvature=curv, neighbourhood=neighbourhood, centres=pts[centres])

@@ -130,9 +130,13 @@ def aggregate_3d(
     if max(rs) > g:
         raise ValueError(f"degree {max(rs)} needs at least that many centres, got {g}")
     c = max(f.shape[1] for f in layers)
+    out = np.zeros((g, len(layers), c), dtype=np.float32)
+    if max(rs) == 1:  # degree 1 is the centre itself: no neighbours to find
+        for li, f in enumerate(layers):
+            out[:, li, : f.shape[1]] = f
+        return out
     neighbours = _nearest_centres(xyz.astype(np.float32), max(rs))
     flat = curv < CURVATURE_THRESHOLD
-    out = np.zeros((g, len(layers), c), dtype=np.float32)
     for li, f in enumerate(layers):
         nb = f[neighbours]  # (G, r_max, C)
         wgt = np.exp(-np.linalg.norm(nb - f[:, None, :], axis=-1))[..., None]

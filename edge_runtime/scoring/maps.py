@@ -32,7 +32,7 @@ def upsample_2d(grid_scores: np.ndarray, size: int | tuple[int, int]) -> np.ndar
     out_h, out_w = (size, size) if np.isscalar(size) else size
     wy = _corner_aligned_weights(int(out_h), g.shape[-2])
     wx = _corner_aligned_weights(int(out_w), g.shape[-1])
-    return np.einsum("yh,...hw,xw->...yx", wy, g, wx).astype(np.float32)
+    return (wy @ g @ wx.T).astype(np.float32)  # two GEMMs: a three-operand einsum was ~10x slower
 
 
 def point_to_patch(pixel_index: np.ndarray, image_shape: tuple[int, int], grid: tuple[int, int]) -> np.ndarray:

@@ -51,7 +51,7 @@ def build_features(spec: EncoderSpec, trunk: nn.Module, layers: tuple[int, ...],
         model.patch_size = spec.patch_size
         return model
     if spec.family == "efficientnet-lite":
-        model = EfficientNetLiteFeatures(trunk, image_size, layers)
+        model = EfficientNetLiteFeatures(trunk, image_size, layers, spec.patch_size)
         model.patch_size = model.stride
         return model
     model = PointMAEFeatures(trunk, layers)

@@ -20,8 +20,11 @@ scaling: (1,3,1,1,16) (2,3,2,6,24) (2,5,2,6,40) (3,3,2,6,80) (3,5,1,6,112)
 1.0/1.1 (Lite1), 1.1/1.2 (Lite2).
 
 Features: the output of the last block of each selected stage (0-based), each
-resampled with bilinear interpolation (align_corners=False) to the grid of the
-finest selected stage, as (B, H, W, C_s).
+resampled with bilinear interpolation (align_corners=False) to one grid, as
+(B, H, W, C_s): the grid of stride ``grid_stride`` (the catalogue's 8), or of the
+finest selected stage when that is coarser. A stride-4 stage is thus averaged
+over 2 x 2 cells (bilinear halving with align_corners=False is exactly that), so
+its detail joins at the cost of a stride-8 grid.
 """
 from __future__ import annotations
 
@@ -133,13 +136,14 @@ class EfficientNetLite(nn.Module):
 
 
 class EfficientNetLiteFeatures(nn.Module):
-    """Image (B, 3, S, S) -> tuple over ``stages`` of (B, H, W, C_s), all on the finest stage's grid."""
+    """Image (B, 3, S, S) -> tuple over ``stages`` of (B, H, W, C_s), all on one grid
+    (stride ``grid_stride``, or the finest selected stage's when coarser)."""
 
-    def __init__(self, trunk: EfficientNetLite, image_size: int, stages: tuple[int, ...]):
+    def __init__(self, trunk: EfficientNetLite, image_size: int, stages: tuple[int, ...], grid_stride: int):
         super().__init__()
         self.trunk = trunk
         self.stages = tuple(stages)
-        self.stride = min(trunk.stage_strides[s] for s in self.stages)
+        self.stride = max(grid_stride, min(trunk.stage_strides[s] for s in self.stages))
         side = image_size
         for _ in range(int(math.log2(self.stride))):  # ceil halving, as "SAME" strided convs do
             side = math.ceil(side / 2)

@@ -1,0 +1,89 @@
+"""Fusion of 2D and 3D maps on the window's own scale, and the scoring switches of a profile."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from edge_runtime.inspection.maps import fuse_maps, fusion_scale, part_maps
+from edge_runtime.inspection.part import PartFeatures
+from edge_runtime.inspection.pool import distance_scores, pool_distances, score_distances
+from edge_runtime.inspection.settings import InspectionSettings
+from edge_runtime.scoring import l2_normalize
+
+GRID, G, S = (4, 4), 12, 16
+
+
+def make_pool(n: int = 8, seed: int = 0) -> list[PartFeatures]:
+    rng = np.random.default_rng(seed)
+    parts = []
+    for _ in range(n):
+        parts.append(PartFeatures(
+            image_size=S, grid=GRID,
+            z2=l2_normalize(rng.normal(size=(16, 2, 6))).astype(np.float16),
+            # 3D distances on a much larger scale than 2D: a plain sum would be 3D alone
+            z3=(l2_normalize(rng.normal(size=(G, 2, 5))) * np.r_[1.0, 1.0, 1.0, 1.0, 40.0]).astype(np.float16),
+            point2patch=rng.integers(0, 16, size=G).astype(np.int32),
+            pixel_index=np.arange(0, S * S, 4, dtype=np.int32),
+            idw_index=rng.integers(0, G, size=(S * S // 4, 3)).astype(np.int32),
+            idw_weight=np.full((S * S // 4, 3), 1 / 3, dtype=np.float32),
+        ))
+    return parts
+
+
+def test_window_scale_is_the_pools_median_floor_and_peak():
+    parts = make_pool()
+    settings = InspectionSettings(cae=False, rscon=False, fusion="window", map_sigma=0)
+    dist = {m: pool_distances(parts, m) for m in ("2d", "3d")}
+    scores = distance_scores(dist, None, settings.interval, cae=False)
+    maps = [part_maps(p, sc, 0) for p, sc in zip(parts, scores)]
+    expected = {}
+    for m in ("2d", "3d"):
+        floor = np.median([np.median(sc[m]) for sc in scores])
+        peak = np.median([mp[m].max() for mp in maps])
+        expected[m] = (floor, peak - floor)
+    out = score_distances(parts, dist, settings)
+    for i, mp in enumerate(maps):
+        want = sum((mp[m] - expected[m][0]) / expected[m][1] for m in ("2d", "3d"))
+        np.testing.assert_allclose(out["fused"][0][i], want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["fused"][1], out["fused"][0].reshape(len(parts), -1).max(axis=1))
+    # Each modality lands on the same scale: a typical peak at 1 above a typical floor at 0.
+    for m in ("2d", "3d"):
+        assert np.median([(mp[m].max() - expected[m][0]) / expected[m][1] for mp in maps]) == pytest.approx(1.0)
+
+
+def test_plain_sum_lets_the_larger_scale_win_and_window_scale_does_not():
+    parts = make_pool()
+    dist = {m: pool_distances(parts, m) for m in ("2d", "3d")}
+    base = InspectionSettings(cae=False, rscon=False, map_sigma=0)
+    plain = score_distances(parts, dist, dataclasses.replace(base, fusion="sum"))
+    scaled = score_distances(parts, dist, dataclasses.replace(base, fusion="window"))
+    rank = lambda a: np.argsort(np.argsort(a))  # noqa: E731
+    corr = lambda key, run: np.corrcoef(rank(run["fused"][1]), rank(plain[key][1]))[0, 1]  # noqa: E731
+    assert corr("3d", plain) > 0.95  # the sum is the 3D score
+    assert corr("3d", scaled) < corr("3d", plain)
+
+
+def test_fusion_scale_needs_a_known_fusion_and_sum_is_no_scale():
+    assert fusion_scale("sum", {"2d": [1.0]}, {"2d": [2.0]}) is None
+    with pytest.raises(ValueError, match="fusion"):
+        fusion_scale("minmax", {"2d": [1.0]}, {"2d": [2.0]})
+    flat = fusion_scale("window", {"2d": [1.0, 1.0]}, {"2d": [1.0, 1.0]})
+    assert flat["2d"][1] > 0  # a window with no spread still divides by a positive span
+    m = {"2d": np.ones((2, 2), np.float32)}
+    np.testing.assert_array_equal(fuse_maps(m, None), m["2d"])
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"fusion": "minmax"}, "fusion"), ({"cae": 1}, "cae"), ({"rscon": "yes"}, "rscon"),
+    ({"r_list_3d": ()}, "r_list_3d"), ({"fpfh_radii": (0.1, 0.05)}, "fpfh_radii"), ({"fpfh_radii": (0.0,)}, "fpfh_radii"),
+])
+def test_bad_scoring_settings_are_named(bad, match):
+    with pytest.raises(ValueError, match=match):
+        InspectionSettings(**bad)
+
+
+def test_scoring_switches_change_the_profile_digest():
+    base = InspectionSettings()
+    for change in ({"cae": not base.cae}, {"rscon": not base.rscon}, {"fusion": "sum" if base.fusion != "sum" else "window"},
+                   {"r_list_3d": (1, 3)}, {"fpfh_radii": (0.02, 0.04, 0.08)}):
+        assert dataclasses.replace(base, **change).digest() != base.digest()
