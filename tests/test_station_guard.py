@@ -26,6 +26,9 @@ pytestmark = pytest.mark.timeout(1500)
 PROFILE = {
     "line": {"modalities": ["2d", "3d"], "window": 16, "min_window": 8},
     "pointcloud": {"groups": 256, "group_size": 32},
+    # as in test_guard: on a window of 16 the window-scaled fusion's turnover noise alone moves the
+    # MAD threshold by up to ~22% after the burst (flat during it)
+    "scoring": {"fusion": "sum"},
     "stream": {"pair_timeout_ms": 10000, "queue": 8},
 }
 LINES = {"guarded": PROFILE, "plain": merged(PROFILE, guard={"enabled": False})}

@@ -272,13 +272,17 @@ class LineInspector:
                   unlabeled_only: bool = False) -> Decision:
         """RsCon over the references ``names`` and this part; threshold fitted on the references; verdict, regions."""
         t = time.perf_counter()
-        final = self._rescored([self._scored[n] for n in names] + [mine], key)
+        references = [self._scored[n] for n in names]
+        final = self._rescored(references + [mine], key)
+        # RsCon borrows from the most similar samples: the references' values for the threshold
+        # come from the references alone, so the part being judged cannot move its own threshold
+        settled = self._rescored(references, key)
         decision.latency_ms["rescore"] = (time.perf_counter() - t) * 1e3
         decision.score = float(final[-1])
-        decision.reference_level = float(np.median(final[:-1]))
+        decision.reference_level = float(np.median(settled))
         decision.anomaly_map = anomaly_map
         try:
-            value, source = self.threshold.decide(final[:-1], unlabeled_only=unlabeled_only)
+            value, source = self.threshold.decide(settled, unlabeled_only=unlabeled_only)
         except ValueError as exc:
             decision.error = {"code": "no_threshold", "message": str(exc)}
             return decision
