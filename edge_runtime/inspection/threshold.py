@@ -25,7 +25,10 @@ from calibration.thresholds import ThresholdPolicy
 log = logging.getLogger(__name__)
 
 UNLABELED = ("mad", "quantile")
-THRESHOLD_RANGE = (0.0, 4.0)
+# Scores are >= 0: with fusion "sum" a map value is an interval-mean distance between unit vectors
+# (at most 2) summed over two modalities (<= 4); with the window-scaled fusion a typical part's peak
+# is 1 per modality and a strong defect a few times that. 100 is far above any real score.
+THRESHOLD_RANGE = (0.0, 100.0)
 
 
 def check_threshold(value, what: str = "threshold") -> float:
