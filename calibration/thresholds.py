@@ -69,7 +69,12 @@ class Threshold:
 
     def verdict(self, score: float) -> str:
         """``"ng"`` if ``score`` is above the threshold, else ``"ok"``."""
-        return "ng" if score > self.value else "ok"
+        return verdict_for(score, self.value)
+
+
+def verdict_for(score: float, threshold: float) -> str:
+    """The one ok/ng rule: ``"ng"`` when ``score`` > ``threshold``."""
+    return "ng" if score > threshold else "ok"
 
 
 def _scores(scores, name: str = "scores") -> np.ndarray:

@@ -118,5 +118,5 @@ def test_profiles_are_names_in_the_profiles_folder_only(tmp_path):
     with pytest.raises(FileNotFoundError, match="profiles: default, sneaky, tile"):
         cfg.resolve_profile("outside")
     (tmp_path / "lines" / "rigged.toml").write_text('[threshold]\npolicy = "fixed"\nvalue = 1e9\n')
-    with pytest.raises(ValueError, match=r"\[threshold\] value must be a finite number in \[0, 4\]"):
+    with pytest.raises(ValueError, match=r"\[threshold\] value must be a finite number in \[0, 100\]"):
         cfg.resolve_profile("rigged")

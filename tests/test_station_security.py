@@ -320,7 +320,7 @@ def test_without_security_local_caller_and_exposure_warning(tmp_path, caplog):
     with running(Station(config)) as station:
         c = Client(station.endpoints)
         assert c.request({"cmd": "set_threshold", "line": "tile", "value": 0.2})["ok"]
-        assert c.request({"cmd": "set_threshold", "line": "tile", "value": 7.0})["code"] == "out_of_range"
+        assert c.request({"cmd": "set_threshold", "line": "tile", "value": 700.0})["code"] == "out_of_range"
         audit = c.request({"cmd": "audit"})["audit"]
         c.close()
     assert [(a["who"], a["role"], a["result"]) for a in audit] == [

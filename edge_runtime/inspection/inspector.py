@@ -50,7 +50,7 @@ from edge_runtime.inspection.features import FeatureExtractor, InspectionError, 
 from edge_runtime.inspection.maps import fuse_maps, fusion_scale, part_maps, salient_feature
 from edge_runtime.inspection.part import PartFeatures
 from edge_runtime.inspection.settings import InspectionSettings
-from edge_runtime.inspection.threshold import LineThreshold
+from edge_runtime.inspection.threshold import LineThreshold, verdict_for
 from edge_runtime.inspection.window import LineWindow
 from edge_runtime.scoring import rescore
 
@@ -287,7 +287,7 @@ class LineInspector:
             decision.error = {"code": "no_threshold", "message": str(exc)}
             return decision
         decision.threshold, decision.threshold_source = value, source
-        decision.verdict = "ng" if decision.score > value else "ok"
+        decision.verdict = verdict_for(decision.score, value)
         if decision.verdict == "ng":
             decision.regions = regions_above(anomaly_map, min(value, float(anomaly_map.max())))
         return decision

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from edge_runtime.inspection.part import PartFeatures
-from edge_runtime.scoring import paint_3d, upsample_2d
+from edge_runtime.scoring import paint_3d, salient_features, upsample_2d
 
 
 def part_maps(features: PartFeatures, scores: dict[str, np.ndarray], sigma: float = 4.0) -> dict[str, np.ndarray]:
@@ -24,9 +24,7 @@ def part_maps(features: PartFeatures, scores: dict[str, np.ndarray], sigma: floa
 
 def salient_feature(features: PartFeatures, modality: str, scores: np.ndarray) -> np.ndarray:
     """The aggregated feature (second-to-last layer) at the part's top-scoring patch/centre; (C,) float32."""
-    z = features.features(modality)
-    layer = -2 if z.shape[1] > 1 else -1
-    return z[int(np.argmax(scores)), layer].astype(np.float32)
+    return salient_features(features.features(modality)[None], np.asarray(scores)[None])[0]
 
 
 def fusion_scale(fusion: str, floors: dict[str, Sequence[float]], peaks: dict[str, Sequence[float]]

@@ -84,7 +84,6 @@ class InspectionSettings:
     remove_plane: bool = True
     plane_distance: float = 0.005
     clean: bool = True
-    calibration: str | None = None
     threshold: dict = field(default_factory=lambda: {"policy": "mad"})
     map_output: bool = False
     map_sigma: float = 4.0

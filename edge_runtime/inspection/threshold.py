@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from calibration.thresholds import ThresholdPolicy
+from calibration.thresholds import ThresholdPolicy, verdict_for
 
 log = logging.getLogger(__name__)
 
