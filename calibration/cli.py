@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration import thresholds as th
+from edge_runtime.inspection import policies as th
 from calibration.files import toml_table, write_text_atomic
 
 # --------------------------------------------------------------------------- sensors

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from calibration import cli
-from calibration import thresholds as th
+from edge_runtime.inspection import policies as th
 from calibration.synthetic_scores import LINES, generated_line, write_scores_csv
 
 # --------------------------------------------------------------------------- policies

@@ -20,7 +20,7 @@ FUSIONS = ("sum", "window")
 
 # The TOML sections of a line profile that map onto settings fields.
 _SECTIONS = ("line", "encoders", "scoring", "pointcloud", "threshold", "output", "guard", "alerts")
-# Sections read whole as tables by their own module (calibration.thresholds, inspection.alerts).
+# Sections read whole as tables by their own module (inspection.policies, inspection.alerts).
 _TABLES = ("threshold", "alerts")
 
 
@@ -47,7 +47,7 @@ class InspectionSettings:
     fixtured parts: a patch meets only reference patches within r cells).
     device: "cpu", or "cuda" / "cuda:N": the window's distance work on that GPU
     (CuPy) and the encoders on ONNX Runtime's GPU providers (a WARNING when missing).
-    threshold: the [threshold] table, read by calibration.thresholds.
+    threshold: the [threshold] table, read by inspection.policies.
     guard ([guard] enabled): only parts decided ok become references, ng parts
     go to a quarantine of ``quarantine`` parts; off, every part joins (plain
     MuSc streaming). references ([guard] references): a folder of known-good
