@@ -9,7 +9,7 @@ from edge_runtime.inspection.part import PartFeatures
 from edge_runtime.scoring import paint_3d, salient_features, upsample_2d
 
 
-def part_maps(features: PartFeatures, scores: dict[str, np.ndarray], sigma: float = 4.0) -> dict[str, np.ndarray]:
+def part_maps(features: PartFeatures, scores: dict[str, np.ndarray], sigma: float) -> dict[str, np.ndarray]:
     """Per-modality (S, S) float32 maps: 2D by corner-aligned upsampling of the
     patch grid, 3D by painting centre scores onto the foreground pixels (+ blur)."""
     size = features.image_size

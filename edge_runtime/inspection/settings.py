@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from edge_runtime.inspection.alerts import AlertSettings
 from edge_runtime.inspection.device import parse_device
 from edge_runtime.inspection.threshold import check_threshold_table
+from edge_runtime.scoring._checks import INTERVAL, MAP_SIGMA
 from edge_runtime.scoring.aligned import check_radius
 
 MODALITIES = ("2d", "3d")
@@ -75,7 +76,7 @@ class InspectionSettings:
     window: int = 64
     min_window: int = 8
     decision_delay: int = 0
-    interval: float = 0.3
+    interval: float = INTERVAL
     match_radius: int | None = None
     device: str = "cpu"
     k_list: tuple[int, ...] = (1, 7)
@@ -86,7 +87,7 @@ class InspectionSettings:
     clean: bool = True
     threshold: dict = field(default_factory=lambda: {"policy": "mad"})
     map_output: bool = False
-    map_sigma: float = 4.0
+    map_sigma: float = MAP_SIGMA
     guard: bool = True
     quarantine: int = 32
     references: str | None = None

@@ -28,7 +28,7 @@ import numpy as np
 from edge_runtime.inspection.device import array_module, on_device, parse_device, to_host
 from edge_runtime.inspection.part import PartFeatures
 from edge_runtime.scoring import DEFAULT_BUDGET, augment, enhance, interval_mean
-from edge_runtime.scoring._checks import check_interval
+from edge_runtime.scoring._checks import INTERVAL, check_interval
 from edge_runtime.scoring.aligned import (
     HALO_COPIES,
     aligned_squared_min_distances,
@@ -57,7 +57,7 @@ class LineWindow:
     spare : room for candidates beyond the N references (slots = capacity + spare).
     """
 
-    def __init__(self, capacity: int, modalities: Sequence[str], interval: float = 0.3, budget: int | None = None,
+    def __init__(self, capacity: int, modalities: Sequence[str], interval: float = INTERVAL, budget: int | None = None,
                  match_radius: int | None = None, device: str = "cpu", spare: int = 0, cross_modal: bool = True):
         if capacity < 2:
             raise ValueError(f"window capacity must be >= 2, got {capacity}")

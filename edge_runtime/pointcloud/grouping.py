@@ -12,6 +12,7 @@ from ._validation import check_index, check_points, check_positive_int
 from .sampling import farthest_point_sampling, knn
 
 # Curved-centre distance blocks hold at most about this many entries.
+CURVATURE_THRESHOLD = 0.01  # MuSc-V2's: curvature above this marks a centre as on an edge
 _BLOCK_ENTRIES = 1 << 21
 
 
@@ -115,7 +116,7 @@ def iterative_point_grouping(
     group_size: int,
     *,
     k_iter: int = 80,
-    curvature_threshold: float = 0.01,
+    curvature_threshold: float = CURVATURE_THRESHOLD,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Iterative Point Grouping (MuSc-V2), as ALGORITHM.md section 3.
 
@@ -188,7 +189,7 @@ def group_cloud(
     group_size: int,
     *,
     k_iter: int = 80,
-    curvature_threshold: float = 0.01,
+    curvature_threshold: float = CURVATURE_THRESHOLD,
     ipg: bool = True,
 ) -> Groups:
     """FPS centres -> exact KNN of the centres (k = 2 * group_size) -> IPG.

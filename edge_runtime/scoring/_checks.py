@@ -1,6 +1,10 @@
 """Input checks shared by the scoring functions: one place, messages that name the problem."""
 from __future__ import annotations
 
+# MuSc-V2's published values: the one place the library and the profiles take them from.
+INTERVAL = 0.3  # fraction of the references whose smallest distances are averaged
+MAP_SIGMA = 4.0  # Gaussian blur (pixels) of the painted 3D map
+
 import numpy as np
 
 

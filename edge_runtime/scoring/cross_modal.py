@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_runtime.scoring._checks import check_interval
+from edge_runtime.scoring._checks import INTERVAL, check_interval
 from edge_runtime.scoring.mutual import (
     DEFAULT_BUDGET,
     _check_features,
@@ -42,7 +42,7 @@ def patch_members(point2patch: np.ndarray, n_patches: int) -> np.ndarray:
     return np.divide(m, counts, out=np.zeros_like(m), where=counts > 0)
 
 
-def enhance(o2: np.ndarray, o3: np.ndarray, point2patch: np.ndarray, interval: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+def enhance(o2: np.ndarray, o3: np.ndarray, point2patch: np.ndarray, interval: float = INTERVAL) -> tuple[np.ndarray, np.ndarray]:
     """CAE scores of one sample from its per-reference minimum distances.
 
     Parameters
@@ -77,7 +77,7 @@ def mutual_scores_multimodal(
     z2: np.ndarray,
     z3: np.ndarray,
     point2patch: np.ndarray,
-    interval: float = 0.3,
+    interval: float = INTERVAL,
     budget: int = DEFAULT_BUDGET,
     match_radius: int | None = None,
     grid: tuple[int, int] | None = None,

@@ -5,7 +5,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 from scipy.spatial import cKDTree
 
-from edge_runtime.scoring._checks import as_float_array
+from edge_runtime.scoring._checks import MAP_SIGMA, as_float_array
 
 
 def _corner_aligned_weights(n_out: int, n_in: int) -> np.ndarray:
@@ -73,7 +73,7 @@ def paint_3d(
     idw_weight: np.ndarray,
     pixel_index: np.ndarray,
     shape: tuple[int, int],
-    sigma: float = 4.0,
+    sigma: float = MAP_SIGMA,
 ) -> np.ndarray:
     """Centre scores -> (H, W) float32 map through precomputed weights (see ``idw_weights``).
 
@@ -96,7 +96,7 @@ def interpolate_3d(
     points: np.ndarray,
     pixel_index: np.ndarray,
     shape: tuple[int, int],
-    sigma: float = 4.0,
+    sigma: float = MAP_SIGMA,
 ) -> np.ndarray:
     """Centre scores -> pixel map.
 

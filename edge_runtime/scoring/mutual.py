@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_runtime.scoring._checks import as_float_array, check_interval, interval_k
+from edge_runtime.scoring._checks import INTERVAL, as_float_array, check_interval, interval_k
 from edge_runtime.scoring.aligned import aligned_min_distances, check_radius
 from edge_runtime.scoring.tiles import DEFAULT_BUDGET, augment, distances, squared_min_distances
 
@@ -88,7 +88,7 @@ def references_only(d: np.ndarray) -> np.ndarray:
     return d.transpose(0, 2, 1)[keep].reshape(n, n - 1, -1).transpose(0, 2, 1)
 
 
-def interval_mean(o: np.ndarray, interval: float = 0.3) -> np.ndarray:
+def interval_mean(o: np.ndarray, interval: float = INTERVAL) -> np.ndarray:
     """Mean of the k smallest per-reference distances, k = max(1, floor(interval * R)).
 
     o : (..., R) float. Returns (...) float32.
@@ -98,7 +98,7 @@ def interval_mean(o: np.ndarray, interval: float = 0.3) -> np.ndarray:
     return np.mean(part, axis=-1, dtype=np.float32)
 
 
-def mutual_scores(z: np.ndarray, interval: float = 0.3, budget: int = DEFAULT_BUDGET,
+def mutual_scores(z: np.ndarray, interval: float = INTERVAL, budget: int = DEFAULT_BUDGET,
                   match_radius: int | None = None, grid: tuple[int, int] | None = None,
                   cells: np.ndarray | None = None) -> np.ndarray:
     """Mutual scores of a pool of samples.
