@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import zmq
 
-from edge_runtime.bench.faults import png_bomb
 from edge_runtime.sim.generator import iter_parts
 from edge_runtime.station.config import load_station_config
 from edge_runtime.station.ctl import status_table
@@ -26,7 +25,7 @@ from edge_runtime.station.service import Station
 from edge_runtime.station.store import StorageError, Store
 from edge_runtime.station.verdicts import refusal
 from edge_runtime.stream.decode import image_header
-from edge_runtime.stream.protocol import FrameHeader, ProtocolError, encode_frame
+from edge_runtime.stream.protocol import FrameHeader, encode_frame
 from tests.station_helpers import SMALL_3D, Client, free_endpoint, running, serve_command, write_station
 
 pytestmark = pytest.mark.timeout(240)

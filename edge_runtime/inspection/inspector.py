@@ -50,7 +50,8 @@ from edge_runtime.inspection.features import FeatureExtractor, InspectionError, 
 from edge_runtime.inspection.maps import fuse_maps, fusion_scale, part_maps, salient_feature
 from edge_runtime.inspection.part import PartFeatures
 from edge_runtime.inspection.settings import InspectionSettings
-from edge_runtime.inspection.threshold import LineThreshold, verdict_for
+from edge_runtime.inspection.policies import verdict_for
+from edge_runtime.inspection.threshold import LineThreshold
 from edge_runtime.inspection.window import LineWindow
 from edge_runtime.scoring import rescore
 

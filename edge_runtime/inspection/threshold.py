@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from edge_runtime.inspection.policies import ThresholdPolicy, verdict_for
+from edge_runtime.inspection.policies import ThresholdPolicy
 
 log = logging.getLogger(__name__)
 

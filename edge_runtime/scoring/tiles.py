@@ -160,7 +160,7 @@ def run_workers(work, workers: int) -> None:
 
 def _blocks(xp, left, right, select, budget, to_refs, from_refs) -> None:
     """The GPU form: one matrix product per chunk of references that fits ``budget``."""
-    l, (m, l2, d) = left.shape[0], right.shape
+    l, (_, l2, d) = left.shape[0], right.shape
     step = max(1, budget // (4 * l * l2))
     for s in range(0, select.size, step):
         idx = select[s : s + step]
