@@ -45,6 +45,15 @@ def wait_ready(client: Client, proc, timeout: float = 60.0) -> dict:
     raise TimeoutError("station did not start")
 
 
+def parts_entered(db_path) -> set[str]:
+    """Parts the station had taken in: a frame committed to the store or a verdict logged."""
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        return {part for (part,) in db.execute("SELECT part FROM frames UNION SELECT part FROM verdicts")}
+    finally:
+        db.close()
+
+
 def test_sigkill_mid_stream_loses_no_part_and_windows_come_back_warm(tmp_path):
     config = write_station(tmp_path, {"tile": SMALL_3D}, station={"snapshot_every": 4})
     cfg = load_station_config(config)
@@ -86,6 +95,7 @@ def test_sigkill_mid_stream_loses_no_part_and_windows_come_back_warm(tmp_path):
         assert halfway.wait(60)
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(10) == -signal.SIGKILL
+        entered = parts_entered(tmp_path / "state" / "station.db")
         proc = start(config, log)
         warm = wait_ready(client, proc)["lines"]["tile"]
         sender.join()
@@ -122,7 +132,11 @@ def test_sigkill_mid_stream_loses_no_part_and_windows_come_back_warm(tmp_path):
     verdicts = dict(db.execute("SELECT part, verdict FROM verdicts").fetchall())
     assert all(verdicts[p] in ("ok", "ng") for p in list(frames)[8:]), verdicts  # warm across the kill
     assert warm["window"] >= SMALL_3D["line"]["min_window"], warm
-    assert len(resent) <= 4, f"too many parts lost in flight: {resent}"
+    # How many frames were still in the dead process's socket buffers depends on how far the
+    # intake lagged (machine load); what must hold is that no part the station had taken in
+    # (its frame committed, or its verdict logged) needed sending again.
+    assert entered, "the kill came before any part entered"
+    assert not set(resent) & entered, f"parts that had entered were lost: {sorted(set(resent) & entered)}"
     assert db.execute("SELECT COUNT(*) FROM frames").fetchone() == (0,)  # graceful stop left nothing pending
 
 
