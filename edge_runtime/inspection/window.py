@@ -35,6 +35,7 @@ from edge_runtime.scoring.aligned import (
     check_radius,
     fill_unmatched,
     gather,
+    grid_squared_min_distances,
     halo_members,
     halo_positions,
     halo_side,
@@ -83,7 +84,8 @@ class LineWindow:
         # augmented once on arrival so each later arrival reads this contiguous buffer
         self._right: dict = {}
         self._rows: dict = {}  # modality -> (n_layers, slots, L, slots) float32, same device
-        # Aligned matching: modality -> each member's items per tile halo (scoring.aligned)
+        # Aligned matching of 3D centres: modality -> each member's items per tile halo (scoring.aligned;
+        # 2D patches are read from _right in place)
         self._halo: dict[str, np.ndarray] = {}  # (n_layers, T, slots, K, C + 2) float32
         self._halo_pos: dict[str, np.ndarray] = {}  # (T, slots, K) int16 halo_positions
         self._halo_slots: dict[str, np.ndarray] = {}  # (slots, L, HALO_COPIES) int32
@@ -186,10 +188,10 @@ class LineWindow:
             self._store(modality, slot, z, cells)
 
     def _store(self, modality: str, slot: int, z: np.ndarray, cells: np.ndarray | None) -> None:
-        """Keep z (L, n_layers, C) in ``slot`` as a reference: augmented, and laid out per tile halo when aligned."""
+        """Keep z (L, n_layers, C) in ``slot`` as a reference: augmented, and (3D, aligned) laid out per tile halo."""
         right = self._right[modality]
         right[:, slot] = augment(z.transpose(1, 0, 2), "right", self._xp)
-        if cells is not None:
+        if cells is not None and modality == "3d":
             halo = self._grow_halo(modality, cells, slot)
             self._halo[modality][:, :, slot] = gather(to_host(right[:, slot]).transpose(1, 0, 2), halo).transpose(2, 0, 1, 3)
 
@@ -203,10 +205,12 @@ class LineWindow:
         left = augment(z, "left", xp)
         if cells is None:
             return distances(*squared_min_distances(left, right, slots, self.budget, xp=xp), xp=xp)
-        # 2D patches: every member has the same layout, so one row of positions serves all (a smaller mask)
-        halo_pos = self._halo_pos[modality][:, :1] if modality == "2d" else self._halo_pos[modality]
+        if modality == "2d":  # one patch per cell: exactly the pairs in range, every slot at once (no copy)
+            to_refs, from_refs = grid_squared_min_distances(left, right.transpose(1, 0, 2), self._grid,
+                                                            self.match_radius, self.budget)
+            return distances(to_refs[:, slots], from_refs[slots])
         to_refs, from_refs = aligned_squared_min_distances(
-            left, cells, self._halo[modality][layer], halo_pos, self._halo_slots[modality],
+            left, cells, self._halo[modality][layer], self._halo_pos[modality], self._halo_slots[modality],
             self._grid, self.match_radius)
         to_refs, from_refs = to_refs[:, slots], from_refs[slots]
         fill_unmatched(to_refs, from_refs, left, lambda j: right[slots[j]])
@@ -227,7 +231,7 @@ class LineWindow:
         return np.asarray(features.point2patch, dtype=np.int64)
 
     def _grow_halo(self, modality: str, cells: np.ndarray, slot: int) -> np.ndarray:
-        """Lay out ``slot``'s halo cells and slots; widen every member's halo when this part needs more room.
+        """Lay out ``slot``'s halo cells and slots (3D); widen every member's halo when this part needs more room.
 
         Returns the part's (T, K) halo members (item indices, -1 = padding).
         """
@@ -248,12 +252,7 @@ class LineWindow:
             else:
                 self._halo_slots[modality] = np.full((self.slots, l, HALO_COPIES), t * width, np.int32)
             self._halo[modality], self._halo_pos[modality] = halo, halo_pos
-        # 2D: the layout is the grid's, the same for every slot (see _distances)
-        pos = halo_positions(cells, members, self._grid, self.match_radius)
-        if modality == "2d":
-            self._halo_pos[modality][:] = pos[:, None]
-        else:
-            self._halo_pos[modality][:, slot] = pos
+        self._halo_pos[modality][:, slot] = halo_positions(cells, members, self._grid, self.match_radius)
         self._halo_slots[modality][slot] = halo_slots(members, l)
         return members
 

@@ -10,17 +10,23 @@ reference item within the radius (a 3D reference with a hole there) falls back
 to the nearest item of that reference anywhere: the rule is "nearest within r
 cells, else nearest".
 
-Two implementations of the one rule: ``aligned_min_distances`` (the whole block,
-masked: the reference for tests and batch scoring) and the tiled form the window
-uses, ``aligned_squared_min_distances``: the grid is cut into square tiles and
-each tile's items meet, in one matrix product per tile, the reference items of
-its halo (the tile grown by ``radius``) laid out per tile by ``halo_members``.
+Implementations of the one rule: ``aligned_min_distances`` (the whole block,
+masked: the reference for tests and batch scoring) and the two forms the window
+uses. ``grid_squared_min_distances`` (2D patches: one item per cell, every
+reference in the same layout) computes exactly the needed pairs: per cell, its
+(2r + 1)^2 neighbours in the query against that cell's item in every reference,
+one (2r + 1)^2 x M product. ``aligned_squared_min_distances`` (3D centres: any
+number of items per cell, a layout per reference) cuts the grid into square
+tiles; each tile's items meet, in one matrix product per tile, the reference
+items of its halo (the tile grown by ``radius``) laid out per tile by
+``halo_members``, and a mask drops the pairs out of range.
 """
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
-from edge_runtime.scoring.tiles import augment, default_workers, distances, run_workers
+from edge_runtime.scoring.tiles import DEFAULT_BUDGET, augment, default_workers, distances, run_workers
 
 
 def check_radius(radius) -> int:
@@ -201,6 +207,70 @@ def aligned_squared_min_distances(left: np.ndarray, left_cells: np.ndarray, halo
     flat = np.concatenate([cols.transpose(1, 0, 2).reshape(m, t * k), np.full((m, 1), np.inf, np.float32)], axis=1)
     from_refs = np.take_along_axis(flat, slots.reshape(m, -1), axis=1).reshape(slots.shape).min(axis=2)
     return to_refs, from_refs
+
+
+def grid_squared_min_distances(left: np.ndarray, refs: np.ndarray, grid: tuple[int, int], radius: int,
+                               budget: int = DEFAULT_BUDGET, workers: int | None = None
+                               ) -> tuple[np.ndarray, np.ndarray]:
+    """Squared minimum distances under the aligned rule when every item is one grid cell (2D patches).
+
+    Parameters
+    ----------
+    left : (L, D) float32, ``augment(query, "left")``, L = H * W patches in row-major order.
+    refs : (L, M, D) float32, the references right-augmented, cell-major; a transposed
+        view of (M, L, D) serves (each cell's M rows need one common stride, not contiguity).
+    budget : bytes of products one worker holds at once (whole grid rows of cells).
+    workers : threads sharing the grid rows (default: this process's cores).
+
+    Returns
+    -------
+    to_refs (L, M) and from_refs (M, L) float32 squared distances (may round
+    slightly below 0). Every patch has a counterpart in range (its own cell),
+    so nothing is left unmatched.
+
+    Why this shape: per cell the M reference items there meet the (2r + 1)^2
+    query patches around it, exactly the pairs the rule needs. A product with
+    so few rows (2r + 1 per grid row) would spend its time packing operands;
+    (2r + 1)^2 x M keeps both sides of each product wide enough. The query is
+    copied 2r + 1 times (each cell's neighbourhood contiguous per column);
+    the references are read in place.
+    """
+    h, w = grid
+    l, m, d = refs.shape
+    if l != h * w or left.shape != (l, d):
+        raise ValueError(f"left {left.shape} and refs {refs.shape} must hold one item per cell of {grid}")
+    k = 2 * radius + 1
+    # Off the grid: a query item farther than anything from every reference item (its |z|^2 slot meets the
+    # references' 1); finite, as a slot not yet filled (zeros) would make inf * 0 = nan
+    padded = np.zeros((h + 2 * radius, w + 2 * radius, d), np.float32)
+    padded[..., d - 2] = np.finfo(np.float32).max
+    padded[radius : radius + h, radius : radius + w] = left.reshape(h, w, d)
+    columns = np.ascontiguousarray(sliding_window_view(padded, k, axis=1).transpose(1, 0, 3, 2))  # (W, H+2r, k, D)
+    s = columns.strides
+    around = as_strided(columns, (h, w, k * k, d), (s[1], s[0], s[2], s[3]))  # cell -> its k x k neighbours
+    by_cell = refs.reshape(h, w, m, d)
+    # (H, k * k, W, M): the neighbour axis outside the grid columns, so every minimum below runs over long rows
+    block = np.empty((h, k * k, w, m), np.float32)
+    products = block.transpose(0, 2, 1, 3)
+    step = max(1, budget // (4 * k * k * w * m))  # grid rows per product
+    chunks = list(range(0, h, step))
+    workers = max(1, min(workers or default_workers(), len(chunks)))
+    to_pad = np.full((workers, h + 2 * radius, w + 2 * radius, m), np.inf, np.float32)
+    from_refs = np.empty((h, w, m), np.float32)
+
+    def work(i: int) -> None:
+        for y0 in chunks[i::workers]:
+            y1 = min(h, y0 + step)
+            np.matmul(around[y0:y1], by_cell[y0:y1].transpose(0, 1, 3, 2), out=products[y0:y1])
+            np.min(block[y0:y1], axis=1, out=from_refs[y0:y1])
+            for j in range(k * k):  # reference cell (y, x) seen from query cell (y + dy - r, x + dx - r)
+                dy, dx = divmod(j, k)
+                to = to_pad[i, y0 + dy : y1 + dy, dx : dx + w]
+                np.minimum(to, block[y0:y1, j], out=to)
+
+    run_workers(work, workers)
+    to_refs = to_pad.min(axis=0)[radius : radius + h, radius : radius + w].reshape(l, m)
+    return to_refs, from_refs.reshape(l, m).T
 
 
 def fill_unmatched(to_refs: np.ndarray, from_refs: np.ndarray, left: np.ndarray, reference) -> None:
