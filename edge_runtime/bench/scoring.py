@@ -8,8 +8,12 @@ window pays per arrival and layer), three ways, measured round-robin in one run:
 - plain: the per-part recompute that materialises the whole block and reads it
   twice for the row and column minima.
 Reported: fraction of the GEMM bound (gemm / fused time; target >= 1 / 1.3) and
-the speedup over plain. With ``--radius``, aligned matching on a square grid
-(`aligned_squared_min_distances`) against the fused global kernel.
+the speedup over plain. With ``--radius``, aligned matching against the fused
+global kernel, per modality: 2D patches on the square grid
+(`grid_squared_min_distances`) and ``--centres`` 3D centres
+(`cell_squared_min_distances`), their cells drawn uniformly over a disc covering
+about 60% of the grid, shifted by under a patch per part (a fixtured part seen
+by a depth camera; dense centres, some cells empty).
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from edge_runtime.scoring import augment, l2_normalize
 from edge_runtime.scoring.tiles import DEFAULT_BUDGET, default_workers, one_blas_thread, squared_min_distances
 
 TARGET = 1 / 1.3  # fused within 1.3x of its GEMM time
+ALIGNED_COLUMNS = ["aligned_ms", "aligned_speedup", "fused3d_ms", "aligned3d_ms", "aligned3d_speedup"]
 
 
 def _round_robin(cases: dict, repeats: int) -> dict[str, float]:
@@ -70,6 +75,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--widths", type=int, nargs="+", default=[33, 64, 128, 256, 512, 768, 1024], help="C values")
     ap.add_argument("--refs", type=int, default=63, help="N, references per arrival")
     ap.add_argument("--radius", type=int, default=None, help="also time aligned matching at this radius")
+    ap.add_argument("--centres", type=int, default=1024, help="G, 3D centres per part (aligned matching)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--budget-kib", type=int, default=DEFAULT_BUDGET // 2**10, help="distance tile per worker")
     ap.add_argument("--workers", type=int, default=default_workers())
@@ -85,7 +91,7 @@ def main(argv: list[str]) -> int:
         cases = {"fused": lambda: squared_min_distances(left, right, budget=budget, workers=workers),
                  "plain": lambda: plain(left, right), **gemm_bound(left, right, workers, budget)}
         if args.radius is not None:
-            cases.update(_aligned_case(z, args.radius))
+            cases.update(_aligned_cases(z, args.radius, args.centres, rng, workers))
         t = _round_robin(cases, args.repeats)
         bound = min(t["gemm_whole"], t["gemm_tiles"])
         row = {"C": c, "fused_ms": t["fused"] * 1e3, "gemm_ms": bound * 1e3, "plain_ms": t["plain"] * 1e3,
@@ -95,12 +101,15 @@ def main(argv: list[str]) -> int:
         if args.radius is not None:
             row["aligned_ms"] = t["aligned"] * 1e3
             row["aligned_speedup"] = t["fused"] / t["aligned"]
+            row["fused3d_ms"] = t["fused3d"] * 1e3
+            row["aligned3d_ms"] = t["aligned3d"] * 1e3
+            row["aligned3d_speedup"] = t["fused3d"] / t["aligned3d"]
         rows.append(row)
     columns = ["C", "fused_ms", "gemm_ms", "plain_ms", "fraction_of_gemm", "speedup_vs_plain", "gemm_gflops",
-               "target_met"] + (["aligned_ms", "aligned_speedup"] if args.radius is not None else [])
+               "target_met"] + (ALIGNED_COLUMNS if args.radius is not None else [])
     paths = write_report(
         args.out, "bench_scoring", rows, columns,
-        extra={"L": l, "N": n, "budget_bytes": budget, "workers": workers, "radius": args.radius,
+        extra={"L": l, "N": n, "G": args.centres, "budget_bytes": budget, "workers": workers, "radius": args.radius,
                "target": "fused >= 1/1.3 of the GEMM bound at every width"},
         plot={"x": "C", "y": ["fraction_of_gemm", "speedup_vs_plain"], "xlabel": "feature width C",
               "ylabel": "ratio", "title": f"one arrival: L={l}, N={n} references, {workers} workers"},
@@ -110,25 +119,28 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _aligned_case(z: np.ndarray, radius: int) -> dict:
-    """The window's aligned kernel for one arrival on a square grid (2D patches: one shared layout)."""
-    from edge_runtime.scoring.aligned import (
-        HALO_COPIES,
-        aligned_squared_min_distances,
-        gather,
-        halo_members,
-        halo_positions,
-        halo_slots,
-    )
+def _disc_cells(rng: np.random.Generator, g: int, side: int) -> np.ndarray:
+    """(g,) cells of centres drawn uniformly over a disc of radius 0.45 side, shifted by under half a patch."""
+    angle, radius = rng.uniform(0, 2 * np.pi, g), 0.45 * side * np.sqrt(rng.uniform(0, 1, g))
+    shift = rng.uniform(-0.5, 0.5, 2)
+    y = np.clip(side / 2 + shift[0] + radius * np.sin(angle), 0, side - 1).astype(np.int64)
+    x = np.clip(side / 2 + shift[1] + radius * np.cos(angle), 0, side - 1).astype(np.int64)
+    return y * side + x
 
-    n1, l, _ = z.shape
+
+def _aligned_cases(z: np.ndarray, radius: int, centres: int, rng: np.random.Generator, workers: int) -> dict:
+    """The window's aligned kernels for one arrival on a square grid, and 3D's global kernel for comparison."""
+    from edge_runtime.scoring.aligned import cell_squared_min_distances, grid_squared_min_distances
+
+    n1, l, c = z.shape
     side = int(round(np.sqrt(l)))
     if side * side != l:
         raise ValueError(f"--radius needs a square patch grid, got L={l}")
-    grid, cells = (side, side), np.arange(l)
-    members = halo_members(cells, grid, radius)
-    halo = np.ascontiguousarray(np.stack([gather(augment(zj, "right"), members) for zj in z[1:]], axis=1))
-    halo_pos = halo_positions(cells, members, grid, radius)[:, None]
-    slots = np.broadcast_to(halo_slots(members, l), (n1 - 1, l, HALO_COPIES))
-    left = augment(z[0], "left")
-    return {"aligned": lambda: aligned_squared_min_distances(left, cells, halo, halo_pos, slots, grid, radius)}
+    grid = (side, side)
+    left, by_cell = augment(z[0], "left"), augment(z[1:], "right").transpose(1, 0, 2)
+    z3 = l2_normalize(rng.standard_normal((n1, centres, c), dtype=np.float32))
+    left3, right3 = augment(z3[0], "left"), augment(z3[1:], "right")
+    cells = np.stack([_disc_cells(rng, centres, side) for _ in range(n1)])
+    return {"aligned": lambda: grid_squared_min_distances(left, by_cell, grid, radius, workers=workers),
+            "fused3d": lambda: squared_min_distances(left3, right3, workers=workers),
+            "aligned3d": lambda: cell_squared_min_distances(left3, cells[0], right3, cells[1:], grid, radius)}

@@ -30,16 +30,10 @@ from edge_runtime.inspection.part import PartFeatures
 from edge_runtime.scoring import DEFAULT_BUDGET, augment, enhance, interval_mean
 from edge_runtime.scoring._checks import INTERVAL, check_interval
 from edge_runtime.scoring.aligned import (
-    HALO_COPIES,
-    aligned_squared_min_distances,
+    cell_squared_min_distances,
     check_radius,
     fill_unmatched,
-    gather,
     grid_squared_min_distances,
-    halo_members,
-    halo_positions,
-    halo_side,
-    halo_slots,
 )
 from edge_runtime.scoring.tiles import GPU_BUDGET, distances, squared_min_distances
 
@@ -84,11 +78,7 @@ class LineWindow:
         # augmented once on arrival so each later arrival reads this contiguous buffer
         self._right: dict = {}
         self._rows: dict = {}  # modality -> (n_layers, slots, L, slots) float32, same device
-        # Aligned matching of 3D centres: modality -> each member's items per tile halo (scoring.aligned;
-        # 2D patches are read from _right in place)
-        self._halo: dict[str, np.ndarray] = {}  # (n_layers, T, slots, K, C + 2) float32
-        self._halo_pos: dict[str, np.ndarray] = {}  # (T, slots, K) int16 halo_positions
-        self._halo_slots: dict[str, np.ndarray] = {}  # (slots, L, HALO_COPIES) int32
+        self._cells3: np.ndarray | None = None  # (slots, G) int64: each member's 3D centres' cells (aligned)
         self._grid: tuple[int, int] | None = None  # the parts' patch grid (aligned matching)
 
     def __len__(self) -> int:
@@ -188,12 +178,13 @@ class LineWindow:
             self._store(modality, slot, z, cells)
 
     def _store(self, modality: str, slot: int, z: np.ndarray, cells: np.ndarray | None) -> None:
-        """Keep z (L, n_layers, C) in ``slot`` as a reference: augmented, and (3D, aligned) laid out per tile halo."""
+        """Keep z (L, n_layers, C) in ``slot`` as a reference: augmented, with its cells (3D, aligned)."""
         right = self._right[modality]
         right[:, slot] = augment(z.transpose(1, 0, 2), "right", self._xp)
         if cells is not None and modality == "3d":
-            halo = self._grow_halo(modality, cells, slot)
-            self._halo[modality][:, :, slot] = gather(to_host(right[:, slot]).transpose(1, 0, 2), halo).transpose(2, 0, 1, 3)
+            if self._cells3 is None:
+                self._cells3 = np.zeros((self.slots, cells.size), np.int64)
+            self._cells3[slot] = cells
 
     def _distances(self, modality: str, z: np.ndarray, cells: np.ndarray | None, layer: int,
                    slots: np.ndarray) -> tuple:
@@ -209,10 +200,8 @@ class LineWindow:
             to_refs, from_refs = grid_squared_min_distances(left, right.transpose(1, 0, 2), self._grid,
                                                             self.match_radius, self.budget)
             return distances(to_refs[:, slots], from_refs[slots])
-        to_refs, from_refs = aligned_squared_min_distances(
-            left, cells, self._halo[modality][layer], self._halo_pos[modality], self._halo_slots[modality],
-            self._grid, self.match_radius)
-        to_refs, from_refs = to_refs[:, slots], from_refs[slots]
+        to_refs, from_refs = cell_squared_min_distances(left, cells, right, self._cells3, self._grid,
+                                                        self.match_radius, slots)
         fill_unmatched(to_refs, from_refs, left, lambda j: right[slots[j]])
         return distances(to_refs, from_refs)
 
@@ -229,32 +218,6 @@ class LineWindow:
         if modality == "2d":
             return np.arange(grid[0] * grid[1])
         return np.asarray(features.point2patch, dtype=np.int64)
-
-    def _grow_halo(self, modality: str, cells: np.ndarray, slot: int) -> np.ndarray:
-        """Lay out ``slot``'s halo cells and slots (3D); widen every member's halo when this part needs more room.
-
-        Returns the part's (T, K) halo members (item indices, -1 = padding).
-        """
-        k = self._halo[modality].shape[3] if modality in self._halo else None
-        members = halo_members(cells, self._grid, self.match_radius, k)
-        n_layers, _, l, d = self._right[modality].shape
-        t, width = members.shape
-        if k is None or width > k:
-            halo = np.zeros((n_layers, t, self.slots, width, d), np.float32)
-            halo_pos = np.full((t, self.slots, width), halo_side(self.match_radius) ** 2, np.int16)
-            if k is not None:
-                halo[:, :, :, :k] = self._halo[modality]
-                halo_pos[:, :, :k] = self._halo_pos[modality]
-                # the flat positions t * K + k of every member move with the new K
-                old = self._halo_slots[modality]
-                tile, pos = np.divmod(old, k)
-                self._halo_slots[modality] = np.where(old == t * k, t * width, tile * width + pos).astype(np.int32)
-            else:
-                self._halo_slots[modality] = np.full((self.slots, l, HALO_COPIES), t * width, np.int32)
-            self._halo[modality], self._halo_pos[modality] = halo, halo_pos
-        self._halo_pos[modality][:, slot] = halo_positions(cells, members, self._grid, self.match_radius)
-        self._halo_slots[modality][slot] = halo_slots(members, l)
-        return members
 
     def remove(self, part: str) -> None:
         """Drop a part; its column stops counting for every other member."""

@@ -12,21 +12,27 @@ cells, else nearest".
 
 Implementations of the one rule: ``aligned_min_distances`` (the whole block,
 masked: the reference for tests and batch scoring) and the two forms the window
-uses. ``grid_squared_min_distances`` (2D patches: one item per cell, every
-reference in the same layout) computes exactly the needed pairs: per cell, its
-(2r + 1)^2 neighbours in the query against that cell's item in every reference,
-one (2r + 1)^2 x M product. ``aligned_squared_min_distances`` (3D centres: any
-number of items per cell, a layout per reference) cuts the grid into square
-tiles; each tile's items meet, in one matrix product per tile, the reference
-items of its halo (the tile grown by ``radius``) laid out per tile by
-``halo_members``, and a mask drops the pairs out of range.
+uses, both computing exactly the pairs in range, one product per grid cell:
+``grid_squared_min_distances`` (2D patches: one item per cell, every reference in
+the same layout; the cell's item in every reference against the query's
+(2r + 1)^2 patches around it, batched over all cells) and
+``cell_squared_min_distances`` (3D centres: any number per cell, a layout per
+reference; the items of every reference in the cell against the query items
+around it, a loop over the cells).
 """
 from __future__ import annotations
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
-from edge_runtime.scoring.tiles import DEFAULT_BUDGET, augment, default_workers, distances, run_workers
+from edge_runtime.scoring.tiles import (
+    DEFAULT_BUDGET,
+    augment,
+    default_workers,
+    distances,
+    one_blas_thread,
+    run_workers,
+)
 
 
 def check_radius(radius) -> int:
@@ -34,11 +40,6 @@ def check_radius(radius) -> int:
     if isinstance(radius, bool) or int(radius) != radius or radius < 0:
         raise ValueError(f"match_radius must be a whole number of patches >= 0, got {radius!r}")
     return int(radius)
-
-
-def tile_size(radius: int) -> int:
-    """Cells per tile side: a halo of 2 * radius around it costs at most 4x the tile's own items."""
-    return max(4, 2 * radius)
 
 
 def _yx(cells: np.ndarray, grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -71,142 +72,67 @@ def aligned_min_distances(query: np.ndarray, query_cells: np.ndarray, refs: np.n
     return distances(to_refs, from_refs)
 
 
-def halo_side(radius: int) -> int:
-    """Cells per side of a tile's halo: the tile grown by radius on every side."""
-    return tile_size(radius) + 2 * radius
-
-
-def _tiles(grid: tuple[int, int], radius: int) -> tuple[int, int, int]:
-    b = tile_size(radius)
-    return b, -(-grid[0] // b), -(-grid[1] // b)
-
-
-def _padded(groups: list[np.ndarray], k: int | None) -> np.ndarray:
-    width = max([len(g) for g in groups] + [k or 1])
-    out = np.full((len(groups), width), -1, dtype=np.int32)
-    for t, g in enumerate(groups):
-        out[t, : len(g)] = g
-    return out
-
-
-def tile_members(cells: np.ndarray, grid: tuple[int, int], radius: int) -> np.ndarray:
-    """(L,) cells -> (T, K) int32: the items whose cell lies in each tile, -1 padded."""
-    b, _, tw = _tiles(grid, radius)
-    y, x = _yx(cells, grid)
-    tile = (y // b) * tw + x // b
-    return _padded([np.flatnonzero(tile == t) for t in range(_tiles(grid, radius)[1] * tw)], None)
-
-
-def _positions(cells: np.ndarray, members: np.ndarray, grid: tuple[int, int], radius: int, halo: bool) -> np.ndarray:
-    b, _, tw = _tiles(grid, radius)
-    side = b + 2 * radius if halo else b
-    ty, tx = np.divmod(np.arange(members.shape[0]), tw)
-    y, x = _yx(gather(np.asarray(cells), members), grid)
-    origin_y = (ty * b - (radius if halo else 0))[:, None]
-    origin_x = (tx * b - (radius if halo else 0))[:, None]
-    pos = (y - origin_y) * side + (x - origin_x)
-    return np.where(members >= 0, pos, side * side).astype(np.int16)
-
-
-def halo_positions(cells: np.ndarray, members: np.ndarray, grid: tuple[int, int], radius: int) -> np.ndarray:
-    """(L,) cells and (T, K) halo_members -> (T, K) int16: each item's cell within its tile's halo
-    (row * (b + 2r) + col), (b + 2r)^2 where padded. What the kernel's mask is looked up by."""
-    return _positions(cells, members, grid, radius, halo=True)
-
-
-def _penalty(radius: int) -> np.ndarray:
-    """(b * b, h * h + 1) float32: 0 where a tile cell and a halo cell are within radius, else +inf
-    (the last column: padding)."""
-    b, h = tile_size(radius), halo_side(radius)
-    qy, qx = np.divmod(np.arange(b * b), b)
-    hy, hx = np.divmod(np.arange(h * h), h)
-    near = (np.abs(qy[:, None] + radius - hy[None]) <= radius) & (np.abs(qx[:, None] + radius - hx[None]) <= radius)
-    return np.concatenate([np.where(near, 0.0, np.inf), np.full((b * b, 1), np.inf)], axis=1).astype(np.float32)
-
-
-def halo_members(cells: np.ndarray, grid: tuple[int, int], radius: int, k: int | None = None) -> np.ndarray:
-    """(L,) cells -> (T, K) int32: the items within ``radius`` cells of each tile, -1 padded to at least k."""
-    b, th, tw = _tiles(grid, radius)
-    y, x = _yx(cells, grid)
-    groups = []
-    for ty in range(th):
-        for tx in range(tw):
-            inside = ((y >= ty * b - radius) & (y < (ty + 1) * b + radius)
-                      & (x >= tx * b - radius) & (x < (tx + 1) * b + radius))
-            groups.append(np.flatnonzero(inside))
-    return _padded(groups, k)
-
-
-HALO_COPIES = 4  # tiles whose halo holds one cell: at most 2 per axis, as tile_size >= 2 * radius
-
-
-def halo_slots(halo: np.ndarray, n_items: int) -> np.ndarray:
-    """(T, K) halo_members -> (L2, HALO_COPIES) int32: flat positions t * K + k of each item in the halo
-    layout, padded with T * K (a slot that holds +inf). Turns the column minima back into items."""
-    t, k = halo.shape
-    flat = np.flatnonzero(halo.ravel() >= 0)
-    items = halo.ravel()[flat]
-    order = np.argsort(items, kind="stable")
-    items, flat = items[order], flat[order]
-    rank = np.arange(items.size) - np.searchsorted(items, items)  # 0.. copies - 1 within each item
-    out = np.full((n_items, HALO_COPIES), t * k, dtype=np.int32)
-    out[items, rank] = flat
-    return out
-
-
-def gather(x: np.ndarray, index: np.ndarray, fill=0) -> np.ndarray:
-    """x (L, ...) at index (...) with ``fill`` where index is -1."""
-    out = x[np.maximum(index, 0)]
-    out[index < 0] = fill
-    return out
-
-
-def aligned_squared_min_distances(left: np.ndarray, left_cells: np.ndarray, halo: np.ndarray,
-                                  halo_pos: np.ndarray, slots: np.ndarray, grid: tuple[int, int], radius: int,
-                                  workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Squared minimum distances under the aligned rule, tile by tile; +inf where nothing is in range.
+def cell_squared_min_distances(left: np.ndarray, left_cells: np.ndarray, refs: np.ndarray, ref_cells: np.ndarray,
+                               grid: tuple[int, int], radius: int, select=None) -> tuple[np.ndarray, np.ndarray]:
+    """Squared minimum distances under the aligned rule for items with any number per cell (3D centres).
 
     Parameters
     ----------
     left : (L, D) float32, ``augment(query, "left")``; left_cells : (L,) int.
-    halo : (T, M, K, D) float32, each reference's right-augmented items per tile
-        halo (``gather(augment(z, "right"), halo_members(...))``, zeros where padded).
-    halo_pos : (T, M, K) int (or (T, 1, K) when all references share one layout,
-        as 2D patches do), their ``halo_positions``.
-    slots : (M, L2, HALO_COPIES) int, ``halo_slots`` of each reference.
-    workers : threads sharing the tiles (default: this process's cores).
+    refs : (M, L2, D) float32, ``augment(refs, "right")``; ref_cells : (M, L2) int.
+        Only the references in ``select`` are read.
+    select : (M',) int indices into ``refs`` (default: all M), in output order.
 
     Returns
     -------
-    to_refs (L, M) and from_refs (M, L2) float32 squared distances; +inf marks
-    an item with no counterpart within ``radius`` (the caller applies the
-    fallback, ``fill_unmatched``).
+    to_refs (L, M') and from_refs (M', L2) float32 squared distances (may round
+    slightly below 0); +inf marks an item with no counterpart within ``radius``
+    (the caller applies the fallback, ``fill_unmatched``).
+
+    Per grid cell, the items of every reference there meet the query items of
+    the (2r + 1)^2 cells around it: one product of exactly the pairs in range.
+    The cells are a Python loop (a few hundred products), so the gain over
+    global matching grows with the width.
     """
-    t, m, k, d = halo.shape
-    members = tile_members(left_cells, grid, radius)  # (T, Kq)
-    query_pos = _positions(left_cells, members, grid, radius, halo=False)
-    penalty = _penalty(radius)  # the mask as a table: one gather per tile instead of comparisons
-    to_refs = np.full((left.shape[0], m), np.inf, np.float32)
-    cols = np.full((t, m, k), np.inf, np.float32)
-    workers = max(1, min(workers or default_workers(), t))
+    h, w = grid
+    _, l2, d = refs.shape
+    select = np.arange(refs.shape[0]) if select is None else np.asarray(select, dtype=np.int64)
+    m, l = select.size, left.shape[0]
+    # The selected references' items sorted by (cell, reference): each cell one run of rows, each reference a run in it
+    key = np.asarray(ref_cells, np.int64)[select].ravel() * m + np.repeat(np.arange(m), l2)
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    items = select[order // l2] * l2 + order % l2  # rows of refs.reshape(-1, D)
+    runs = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    run_ref = key[runs] % m
+    cell_rows = np.searchsorted(key // m, np.arange(h * w + 1))
+    cell_runs = np.searchsorted(key[runs] // m, np.arange(h * w + 1))
+    # The query items around each cell: every query item listed under the (2r + 1)^2 cells around its own
+    y, x = _yx(left_cells, grid)
+    off = np.arange(-radius, radius + 1)
+    ny, nx = y[:, None, None] + off[None, :, None], x[:, None, None] + off[None, None, :]
+    inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+    around = (ny * w + nx)[inside]
+    query = np.broadcast_to(np.arange(l)[:, None, None], inside.shape)[inside]
+    by_cell = np.argsort(around, kind="stable")
+    query = query[by_cell]
+    cell_queries = np.searchsorted(around[by_cell], np.arange(h * w + 1))
 
-    def work(w: int) -> None:
-        buffer = np.empty((members.shape[1], m * k), np.float32)  # one tile's distances: stays in cache
-        for i in range(w, t, workers):
-            nq = int((members[i] >= 0).sum())
-            if not nq:
-                continue
-            block = buffer[:nq]
-            np.matmul(left[members[i, :nq]], halo[i].reshape(m * k, d).T, out=block)
-            block = block.reshape(nq, m, k)
-            block += penalty[query_pos[i, :nq, None, None], halo_pos[i][None]]
-            to_refs[members[i, :nq]] = block.min(axis=2)
-            np.min(block, axis=0, out=cols[i])
-
-    run_workers(work, workers)
-    flat = np.concatenate([cols.transpose(1, 0, 2).reshape(m, t * k), np.full((m, 1), np.inf, np.float32)], axis=1)
-    from_refs = np.take_along_axis(flat, slots.reshape(m, -1), axis=1).reshape(slots.shape).min(axis=2)
-    return to_refs, from_refs
+    flat = refs.reshape(-1, d)
+    to_refs = np.full((m, l), np.inf, np.float32).ravel()  # (M', L) flat: one index per (reference, query item)
+    from_refs = np.full((m, l2), np.inf, np.float32)
+    rows_from = from_refs.ravel()  # row order[i] of it: sorted item i
+    busy = (np.diff(cell_rows) > 0) & (np.diff(cell_queries) > 0)
+    with one_blas_thread():
+        for c in np.flatnonzero(busy):
+            r0, r1 = cell_rows[c], cell_rows[c + 1]
+            qs = query[cell_queries[c] : cell_queries[c + 1]]
+            block = flat[items[r0:r1]] @ left[qs].T  # (items here, query items around)
+            rows_from[order[r0:r1]] = block.min(axis=1)
+            per_ref = np.minimum.reduceat(block, runs[cell_runs[c] : cell_runs[c + 1]] - r0, axis=0)
+            at = run_ref[cell_runs[c] : cell_runs[c + 1], None] * l + qs[None]
+            to_refs[at] = np.minimum(to_refs[at], per_ref)
+    return to_refs.reshape(m, l).T, from_refs
 
 
 def grid_squared_min_distances(left: np.ndarray, refs: np.ndarray, grid: tuple[int, int], radius: int,
