@@ -71,7 +71,7 @@ def test_incremental_scores_equal_batch_after_any_arrivals_and_evictions(seed, c
     radius=st.integers(0, 2),
 )
 def test_aligned_window_equals_the_batch_rule(seed, capacity, arrivals, modalities, radius):
-    """Aligned matching: the tiled window against whole masked blocks (scoring.aligned), 3D fallbacks included."""
+    """Aligned matching: the window's per-cell kernels against whole masked blocks (scoring.aligned), 3D fallbacks included."""
     rng = np.random.default_rng(seed)
     window = LineWindow(capacity, modalities, match_radius=radius)
     for t in range(arrivals):

@@ -130,7 +130,7 @@ def _disc_cells(rng: np.random.Generator, g: int, side: int) -> np.ndarray:
 
 def _aligned_cases(z: np.ndarray, radius: int, centres: int, rng: np.random.Generator, workers: int) -> dict:
     """The window's aligned kernels for one arrival on a square grid, and 3D's global kernel for comparison."""
-    from edge_runtime.scoring.aligned import cell_squared_min_distances, grid_squared_min_distances
+    from edge_runtime.scoring.aligned import cell_layout, cell_squared_min_distances, grid_squared_min_distances
 
     n1, l, c = z.shape
     side = int(round(np.sqrt(l)))
@@ -143,4 +143,5 @@ def _aligned_cases(z: np.ndarray, radius: int, centres: int, rng: np.random.Gene
     cells = np.stack([_disc_cells(rng, centres, side) for _ in range(n1)])
     return {"aligned": lambda: grid_squared_min_distances(left, by_cell, grid, radius, workers=workers),
             "fused3d": lambda: squared_min_distances(left3, right3, workers=workers),
-            "aligned3d": lambda: cell_squared_min_distances(left3, cells[0], right3, cells[1:], grid, radius)}
+            "aligned3d": lambda: cell_squared_min_distances(
+                left3, right3, cell_layout(cells[0], cells[1:], grid, radius))}

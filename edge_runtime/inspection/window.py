@@ -30,6 +30,8 @@ from edge_runtime.inspection.part import PartFeatures
 from edge_runtime.scoring import DEFAULT_BUDGET, augment, enhance, interval_mean
 from edge_runtime.scoring._checks import INTERVAL, check_interval
 from edge_runtime.scoring.aligned import (
+    CellLayout,
+    cell_layout,
     cell_squared_min_distances,
     check_radius,
     fill_unmatched,
@@ -167,12 +169,13 @@ class LineWindow:
         z = features.features(modality)  # (L, n_layers, C)
         rows, xp = self._rows[modality], self._xp
         cells = self._cells(modality, features)
+        layout = self._cell_layout(modality, cells, others)
         index = xp.asarray(others)
         with on_device(xp, self.device):
             rows[:, slot, :, slot] = np.inf  # a part is not its own reference
             if others.size:
                 for layer in range(z.shape[1]):
-                    to_refs, from_refs = self._distances(modality, z[:, layer], cells, layer, others)
+                    to_refs, from_refs = self._distances(modality, z[:, layer], cells, layer, others, layout)
                     rows[layer, slot][:, index] = to_refs
                     rows[layer, index, :, slot] = from_refs
             self._store(modality, slot, z, cells)
@@ -186,11 +189,17 @@ class LineWindow:
                 self._cells3 = np.zeros((self.slots, cells.size), np.int64)
             self._cells3[slot] = cells
 
+    def _cell_layout(self, modality: str, cells: np.ndarray | None, slots: np.ndarray) -> CellLayout | None:
+        """Aligned 3D matching against the members in ``slots``: where each centre goes (the same for every layer)."""
+        if cells is None or modality != "3d" or not slots.size:
+            return None
+        return cell_layout(cells, self._cells3, self._grid, self.match_radius, slots)
+
     def _distances(self, modality: str, z: np.ndarray, cells: np.ndarray | None, layer: int,
-                   slots: np.ndarray) -> tuple:
+                   slots: np.ndarray, layout: CellLayout | None = None) -> tuple:
         """z (L, C) against the members in ``slots``, one layer: (L, R) and (R, L2) distances.
 
-        Global matching on the window's device; with cells (aligned matching) on the host.
+        Global matching on the window's device; with cells (aligned matching) on the host, 3D by ``layout``.
         """
         xp, right = self._xp, self._right[modality][layer]
         left = augment(z, "left", xp)
@@ -200,8 +209,7 @@ class LineWindow:
             to_refs, from_refs = grid_squared_min_distances(left, right.transpose(1, 0, 2), self._grid,
                                                             self.match_radius, self.budget)
             return distances(to_refs[:, slots], from_refs[slots])
-        to_refs, from_refs = cell_squared_min_distances(left, cells, right, self._cells3, self._grid,
-                                                        self.match_radius, slots)
+        to_refs, from_refs = cell_squared_min_distances(left, right, layout, self.budget)
         fill_unmatched(to_refs, from_refs, left, lambda j: right[slots[j]])
         return distances(to_refs, from_refs)
 
@@ -275,8 +283,9 @@ class LineWindow:
         self._check_shape(modality, z)
         members = np.array([self._slot[p] for p in self.reference_ids], dtype=np.int64)
         cells = self._cells(modality, features)
+        layout = self._cell_layout(modality, cells, members)
         with on_device(self._xp, self.device):
-            layers = [to_host(self._distances(modality, z[:, layer], cells, layer, members)[0])
+            layers = [to_host(self._distances(modality, z[:, layer], cells, layer, members, layout)[0])
                       for layer in range(z.shape[1])]
         return np.mean([interval_mean(o, self.interval) for o in layers], axis=0, dtype=np.float32)
 

@@ -22,6 +22,8 @@ around it, a loop over the cells).
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
@@ -72,67 +74,124 @@ def aligned_min_distances(query: np.ndarray, query_cells: np.ndarray, refs: np.n
     return distances(to_refs, from_refs)
 
 
-def cell_squared_min_distances(left: np.ndarray, left_cells: np.ndarray, refs: np.ndarray, ref_cells: np.ndarray,
-                               grid: tuple[int, int], radius: int, select=None) -> tuple[np.ndarray, np.ndarray]:
-    """Squared minimum distances under the aligned rule for items with any number per cell (3D centres).
+class CellLayout(NamedTuple):
+    """Where each item goes in ``cell_squared_min_distances`` (``cell_layout``); the same for every layer."""
 
-    Parameters
-    ----------
-    left : (L, D) float32, ``augment(query, "left")``; left_cells : (L,) int.
-    refs : (M, L2, D) float32, ``augment(refs, "right")``; ref_cells : (M, L2) int.
-        Only the references in ``select`` are read.
-    select : (M',) int indices into ``refs`` (default: all M), in output order.
+    grid: tuple[int, int]
+    shape: tuple[int, int, int]  # (M', L, L2): selected references, query items, items per reference
+    items: np.ndarray  # (M' L2,) rows of refs.reshape(-1, D), sorted by cell, then rank, then longer runs first
+    order: np.ndarray  # (M' L2,) sorted row i is item order[i] of from_refs (M', L2)
+    row_ref: np.ndarray  # (M' L2,) the (selected) reference of each sorted row
+    cell_rank: np.ndarray  # (H W depth + 1,) first sorted row of each (cell, rank)
+    depth: int  # 1 + the most items one reference has in one cell
+    query: np.ndarray  # query items listed under the (2r + 1)^2 cells around their own, by cell
+    cell_queries: np.ndarray  # (H W + 1,) first entry of each cell in ``query``
 
-    Returns
-    -------
-    to_refs (L, M') and from_refs (M', L2) float32 squared distances (may round
-    slightly below 0); +inf marks an item with no counterpart within ``radius``
-    (the caller applies the fallback, ``fill_unmatched``).
 
-    Per grid cell, the items of every reference there meet the query items of
-    the (2r + 1)^2 cells around it: one product of exactly the pairs in range.
-    The cells are a Python loop (a few hundred products), so the gain over
-    global matching grows with the width.
+def _stable_order(*keys: np.ndarray) -> np.ndarray:
+    """The stable order sorting by keys[0], then keys[1], ... (small non-negative ints): one stable pass per key
+    from the last, each in the narrowest dtype (16-bit keys sort by radix)."""
+    order = np.arange(keys[0].size)
+    for key in reversed(keys):
+        k = key[order]
+        order = order[np.argsort(k.astype(np.min_scalar_type(int(k.max(initial=0)))), kind="stable")]
+    return order
+
+
+def cell_layout(left_cells: np.ndarray, ref_cells: np.ndarray, grid: tuple[int, int], radius: int,
+                select=None) -> CellLayout:
+    """The layout of one arrival for ``cell_squared_min_distances``.
+
+    left_cells : (L,) int, the query items' cells. ref_cells : (M, L2) int, the
+    references' items' cells; only the references in ``select`` ((M',) int,
+    default all) take part, in that order.
     """
     h, w = grid
-    _, l2, d = refs.shape
-    select = np.arange(refs.shape[0]) if select is None else np.asarray(select, dtype=np.int64)
-    m, l = select.size, left.shape[0]
-    # The selected references' items sorted by (cell, reference): each cell one run of rows, each reference a run in it
-    key = np.asarray(ref_cells, np.int64)[select].ravel() * m + np.repeat(np.arange(m), l2)
-    order = np.argsort(key, kind="stable")
-    key = key[order]
-    items = select[order // l2] * l2 + order % l2  # rows of refs.reshape(-1, D)
-    runs = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    run_ref = key[runs] % m
-    cell_rows = np.searchsorted(key // m, np.arange(h * w + 1))
-    cell_runs = np.searchsorted(key[runs] // m, np.arange(h * w + 1))
-    # The query items around each cell: every query item listed under the (2r + 1)^2 cells around its own
+    ref_cells = np.asarray(ref_cells, np.int64)
+    select = np.arange(ref_cells.shape[0]) if select is None else np.asarray(select, dtype=np.int64)
+    m, l2, l = select.size, ref_cells.shape[1], len(left_cells)
+    # In a cell: the first item of every reference present, then the second of those with two or more, ...,
+    # longer runs first; each rank's rows are then a prefix of rank 0's, so a reference's minimum over its
+    # items in the cell is a few slice minima
+    cell = ref_cells[select].ravel()
+    ref = np.repeat(np.arange(m), l2)
+    by_run = _stable_order(cell)  # items come reference by reference: this sorts by (cell, reference)
+    run_key = (cell * m + ref)[by_run]
+    starts = np.flatnonzero(np.r_[True, run_key[1:] != run_key[:-1]])
+    length = np.diff(np.r_[starts, run_key.size])
+    rank, length_of = np.empty_like(by_run), np.empty_like(by_run)
+    rank[by_run] = np.arange(run_key.size) - np.repeat(starts, length)
+    length_of[by_run] = np.repeat(length, length)
+    depth = int(length.max(initial=1))
+    order = _stable_order(cell, rank, depth - length_of)  # then by reference, as they come
+    cell_rank = np.searchsorted(cell[order] * depth + rank[order], np.arange(h * w * depth + 1))
+    # Every query item listed under the (2r + 1)^2 cells around its own
     y, x = _yx(left_cells, grid)
     off = np.arange(-radius, radius + 1)
     ny, nx = y[:, None, None] + off[None, :, None], x[:, None, None] + off[None, None, :]
     inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
     around = (ny * w + nx)[inside]
-    query = np.broadcast_to(np.arange(l)[:, None, None], inside.shape)[inside]
-    by_cell = np.argsort(around, kind="stable")
-    query = query[by_cell]
+    by_cell = _stable_order(around)
+    query = np.broadcast_to(np.arange(l)[:, None, None], inside.shape)[inside][by_cell]
     cell_queries = np.searchsorted(around[by_cell], np.arange(h * w + 1))
+    return CellLayout(tuple(grid), (m, l, l2), select[order // l2] * l2 + order % l2, order, ref[order],
+                      cell_rank, depth, query, cell_queries)
 
+
+def cell_squared_min_distances(left: np.ndarray, refs: np.ndarray, layout: CellLayout,
+                               budget: int = DEFAULT_BUDGET) -> tuple[np.ndarray, np.ndarray]:
+    """Squared minimum distances under the aligned rule for items with any number per cell (3D centres).
+
+    Parameters
+    ----------
+    left : (L, D) float32, ``augment(query, "left")``.
+    refs : (M, L2, D) float32, ``augment(refs, "right")``; only the references
+        the layout selected are read.
+    layout : ``cell_layout`` of the query's and the references' cells.
+    budget : bytes of reference items gathered at once (a run of cells).
+
+    Returns
+    -------
+    to_refs (L, M') and from_refs (M', L2) float32 squared distances (may round
+    slightly below 0); +inf marks an item with no counterpart within the radius
+    (the caller applies the fallback, ``fill_unmatched``).
+
+    Per grid cell, the items of every reference there meet the query items of
+    the (2r + 1)^2 cells around it: one product of exactly the pairs in range.
+    The cells are a Python loop (a few hundred small products), so the gain
+    over global matching grows with the width.
+    """
+    (m, l, l2), depth, cell_rank = layout.shape, layout.depth, layout.cell_rank
+    d = refs.shape[-1]
     flat = refs.reshape(-1, d)
-    to_refs = np.full((m, l), np.inf, np.float32).ravel()  # (M', L) flat: one index per (reference, query item)
-    from_refs = np.full((m, l2), np.inf, np.float32)
-    rows_from = from_refs.ravel()  # row order[i] of it: sorted item i
-    busy = (np.diff(cell_rows) > 0) & (np.diff(cell_queries) > 0)
+    to_refs = np.full(m * l, np.inf, np.float32)  # (M', L) flat: one index per (reference, query item)
+    from_sorted = np.full(m * l2, np.inf, np.float32)  # in the layout's row order
+    cell_rows, cell_queries = cell_rank[::depth], layout.cell_queries
+    busy = np.flatnonzero((np.diff(cell_rows) > 0) & (np.diff(cell_queries) > 0))
+    # runs of cells whose reference items fit the budget: one gather each (a gather per cell waits on memory)
+    runs = np.split(busy, np.flatnonzero(np.diff((cell_rows[busy] - cell_rows[busy[:1]]) // max(1, budget // (4 * d))))
+                    + 1) if busy.size else []
     with one_blas_thread():
-        for c in np.flatnonzero(busy):
-            r0, r1 = cell_rows[c], cell_rows[c + 1]
-            qs = query[cell_queries[c] : cell_queries[c + 1]]
-            block = flat[items[r0:r1]] @ left[qs].T  # (items here, query items around)
-            rows_from[order[r0:r1]] = block.min(axis=1)
-            per_ref = np.minimum.reduceat(block, runs[cell_runs[c] : cell_runs[c + 1]] - r0, axis=0)
-            at = run_ref[cell_runs[c] : cell_runs[c + 1], None] * l + qs[None]
-            to_refs[at] = np.minimum(to_refs[at], per_ref)
-    return to_refs.reshape(m, l).T, from_refs
+        for run in runs:
+            ra, qa = cell_rows[run[0]], cell_queries[run[0]]
+            here = flat[layout.items[ra : cell_rows[run[-1] + 1]]]
+            around = left[layout.query[qa : cell_queries[run[-1] + 1]]]
+            for c in run:
+                r0, r1, q0, q1 = cell_rows[c], cell_rows[c + 1], cell_queries[c], cell_queries[c + 1]
+                block = here[r0 - ra : r1 - ra] @ around[q0 - qa : q1 - qa].T  # (items here, query items around)
+                np.min(block, axis=1, out=from_sorted[r0:r1])
+                bounds = cell_rank[c * depth : (c + 1) * depth + 1] - r0
+                per_ref = block[: bounds[1]]  # rank 0: one row per reference present
+                for k in range(1, depth):
+                    if bounds[k + 1] == bounds[k]:
+                        break
+                    n = bounds[k + 1] - bounds[k]
+                    np.minimum(per_ref[:n], block[bounds[k] : bounds[k + 1]], out=per_ref[:n])
+                at = layout.row_ref[r0 : r0 + bounds[1], None] * l + layout.query[q0:q1][None]
+                to_refs[at] = np.minimum(to_refs[at], per_ref)
+    from_refs = np.empty(m * l2, np.float32)
+    from_refs[layout.order] = from_sorted
+    return to_refs.reshape(m, l).T, from_refs.reshape(m, l2)
 
 
 def grid_squared_min_distances(left: np.ndarray, refs: np.ndarray, grid: tuple[int, int], radius: int,
@@ -202,7 +261,7 @@ def grid_squared_min_distances(left: np.ndarray, refs: np.ndarray, grid: tuple[i
 def fill_unmatched(to_refs: np.ndarray, from_refs: np.ndarray, left: np.ndarray, reference) -> None:
     """Apply the fallback in place: +inf entries get the reference's nearest item anywhere.
 
-    to_refs (L, M) and from_refs (M, L2) squared, from ``aligned_squared_min_distances``;
+    to_refs (L, M) and from_refs (M, L2) squared, from ``cell_squared_min_distances``;
     left (L, D) the query, augmented; reference(j) -> (L2, D) reference j right-augmented
     (only called for references with unmatched items). Costs O(unmatched items * L).
     """
