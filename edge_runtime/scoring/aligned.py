@@ -77,7 +77,6 @@ def aligned_min_distances(query: np.ndarray, query_cells: np.ndarray, refs: np.n
 class CellLayout(NamedTuple):
     """Where each item goes in ``cell_squared_min_distances`` (``cell_layout``); the same for every layer."""
 
-    grid: tuple[int, int]
     shape: tuple[int, int, int]  # (M', L, L2): selected references, query items, items per reference
     items: np.ndarray  # (M' L2,) rows of refs.reshape(-1, D), sorted by cell, then rank, then longer runs first
     order: np.ndarray  # (M' L2,) sorted row i is item order[i] of from_refs (M', L2)
@@ -134,7 +133,7 @@ def cell_layout(left_cells: np.ndarray, ref_cells: np.ndarray, grid: tuple[int, 
     by_cell = _stable_order(around)
     query = np.broadcast_to(np.arange(l)[:, None, None], inside.shape)[inside][by_cell]
     cell_queries = np.searchsorted(around[by_cell], np.arange(h * w + 1))
-    return CellLayout(tuple(grid), (m, l, l2), select[order // l2] * l2 + order % l2, order, ref[order],
+    return CellLayout((m, l, l2), select[order // l2] * l2 + order % l2, order, ref[order],
                       cell_rank, depth, query, cell_queries)
 
 
