@@ -7,7 +7,7 @@ import pytest
 from edge_runtime.inspection.maps import fuse_maps, fusion_scale, part_maps
 from edge_runtime.inspection.part import PartFeatures
 from edge_runtime.inspection.pool import distance_scores, pool_distances, score_distances
-from edge_runtime.inspection.settings import InspectionSettings
+from edge_runtime.inspection.settings import PAPER, STAGES_2D_ALONE, InspectionSettings
 from edge_runtime.scoring import l2_normalize
 
 GRID, G, S = (4, 4), 12, 16
@@ -87,3 +87,11 @@ def test_scoring_switches_change_the_profile_digest():
     for change in ({"cae": not base.cae}, {"rscon": not base.rscon}, {"fusion": "sum" if base.fusion != "sum" else "window"},
                    {"r_list_3d": (1, 3)}, {"fpfh_radii": (0.02, 0.04, 0.08)}):
         assert dataclasses.replace(base, **change).digest() != base.digest()
+
+
+def test_a_2d_only_line_has_its_own_stages_and_scores_2d_by_its_maximum():
+    alone, both = InspectionSettings(modalities=("2d",)), InspectionSettings()
+    assert alone.default_stages() == STAGES_2D_ALONE and both.default_stages() is None
+    assert not alone.rescores("2d") and both.rescores("3d") and both.rescores("fused")
+    assert InspectionSettings(**PAPER).rescores("2d")  # MuSc-V2 re-scores 2D too
+    assert not InspectionSettings(rscon=False, rscon_2d=True).rescores("2d")

@@ -268,27 +268,34 @@ def evaluate(dataset: str, root: str, classes: Sequence[str] | None, combos: Seq
     if dataset not in READERS:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(READERS)}")
     found = READERS[dataset](root, classes)
-    extractors = {"": FeatureExtractor.from_settings(settings)}
+    # Feature sets: name -> (output prefix, the settings its runs score with, their extractor).
+    # A 2D-alone run scores as a 2D-only line would, whose defaults differ (default_stages,
+    # rescores): where the line also has 3D, it gets features of its own.
+    sets = {"musc-edge": ("", settings, FeatureExtractor.from_settings(settings))}
+    if "3d" in settings.modalities and any(c.modalities == ("2d",) for c in combos):
+        alone = dataclasses.replace(settings, modalities=("2d",))
+        sets["musc-edge 2d"] = ("", alone, FeatureExtractor.from_settings(alone))
     if baseline:
-        extractors["baseline_"] = _baseline_extractor(settings)
-    runs = [(prefix, combo) for combo in combos for prefix in extractors if not prefix or combo.mode == "batch"]
+        sets["baseline"] = ("baseline_", BASELINE, _baseline_extractor(settings))
+    runs = [("musc-edge 2d" if c.modalities == ("2d",) and "musc-edge 2d" in sets else "musc-edge", c) for c in combos]
+    runs += [("baseline", c) for c in combos if baseline and c.mode == "batch"]
     out = Path(out)
     docs = {}
-    for prefix, extractor in extractors.items():
+    for set_name, (prefix, line_settings, extractor) in sets.items():
         t0 = time.perf_counter()
         data = {name: extract_class(name, samples, extractor) for name, samples in
-                tqdm(found.items(), desc=f"{prefix or 'musc-edge '}features", unit="class")}
+                tqdm(found.items(), desc=f"{set_name} features", unit="class")}
         extract_s = time.perf_counter() - t0
-        for _, combo in tqdm([r for r in runs if r[0] == prefix], desc=f"{prefix or 'musc-edge '}scoring", unit="run"):
+        for _, combo in tqdm([r for r in runs if r[0] == set_name], desc=f"{set_name} scoring", unit="run"):
             per_class, results, seconds, logs = {}, {}, {}, {}
             for name, d in data.items():
                 t = time.perf_counter()
                 if prefix:
                     results[name] = run_baseline(d, combo, subset, seed)
                 elif combo.mode == "batch":
-                    results[name] = run_batch(d, combo, settings, subset, seed)
+                    results[name] = run_batch(d, combo, line_settings, subset, seed)
                 else:
-                    results[name], logs[name] = run_replay(d, combo, settings, extractor)
+                    results[name], logs[name] = run_replay(d, combo, line_settings, extractor)
                 seconds[name] = time.perf_counter() - t
                 per_class[name] = metrics_for(d, *results[name])
                 if name in logs:

@@ -73,7 +73,8 @@ class FeatureExtractor:
         engine_2d = engine_3d = None
         gpu = settings.device != "cpu"  # a GPU profile warns loudly when ONNX Runtime has no GPU provider
         if "2d" in settings.modalities:
-            path = ensure_default_encoders() if settings.encoder_2d == "default" else settings.encoder_2d
+            path = (ensure_default_encoders(layers=settings.default_stages()) if settings.encoder_2d == "default"
+                    else settings.encoder_2d)
             engine_2d = load_engine(path, expect={"modality": "2d", "image_size": settings.image_size}, gpu=gpu)
         if "3d" in settings.modalities and settings.encoder_3d != "fpfh":
             engine_3d = load_engine(settings.encoder_3d, expect={"modality": "3d"}, gpu=gpu)

@@ -298,7 +298,7 @@ class LineInspector:
         raw = np.array([p.image[key] for p in pool], dtype=np.float32)
         salient = np.stack([p.salient[key] for p in pool])
         lo, hi = float(raw.min()), float(raw.max())
-        return lo + (hi - lo) * rescore(raw, salient, self.settings.k_list) if self.settings.rscon else raw
+        return lo + (hi - lo) * rescore(raw, salient, self.settings.k_list) if self.settings.rescores(key) else raw
 
     def _settle(self, decision: Decision, mine: _Scored) -> None:
         """Membership after a full part's verdict, the threshold's history, the alerts it raises."""

@@ -62,7 +62,7 @@ def score_distances(parts: Sequence[PartFeatures], distances: dict[str, list[np.
 
     Returns {key: (maps (N, S, S) float32, image scores (N,) float32)} for each
     modality and, with both, "fused". Image scores are re-scored (RsCon, in
-    [0, 1]) when ``settings.rscon``, else the map maximum.
+    [0, 1]) where ``settings.rescores(key)``, else the map maximum.
     """
     mods = tuple(m for m in ("2d", "3d") if m in distances)
     if not mods:
@@ -80,5 +80,5 @@ def score_distances(parts: Sequence[PartFeatures], distances: dict[str, list[np.
     result = {}
     for key, m in out.items():
         raw = m.reshape(len(parts), -1).max(axis=1).astype(np.float32)
-        result[key] = (m.astype(np.float32), rescore(raw, salient[key], settings.k_list) if settings.rscon else raw)
+        result[key] = (m.astype(np.float32), rescore(raw, salient[key], settings.k_list) if settings.rescores(key) else raw)
     return result
