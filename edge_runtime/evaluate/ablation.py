@@ -339,6 +339,8 @@ def variants() -> dict[str, Variant]:
         "new, 2D stages 1,2,5": dict(stages=(1, 2, 5)),
         "new, 2D stages 1,2,5, RsCon off": dict(stages=(1, 2, 5), rscon=False),
         "new, 2D stages 1,2,4": dict(stages=(1, 2, 4)),
+        # four 2D stages need four FPFH radii: CAE pairs them one to one
+        "new, 2D stages 1,2,3,5, FPFH radii .025/.05/.1/.2": dict(stages=(1, 2, 3, 5), radii=(0.025, 0.05, 0.1, 0.2)),
         **{f"new, 2D stage {s} only, CAE off, RsCon off": dict(stages=(s,), cae=False, rscon=False) for s in STAGES},
     }
     rows.update({k: replace(NEW, **kw) for k, kw in diag.items()})
