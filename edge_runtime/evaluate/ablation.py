@@ -17,6 +17,7 @@ functions as a batch evaluation (`inspection.pool.score_distances`).
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import subprocess
 import sys
@@ -323,7 +324,36 @@ def variants() -> dict[str, Variant]:
     rows.update({k: replace(OLD, **kw) for k, kw in list(one.items())[:4]})
     rows.update({k: replace(window, **kw) for k, kw in path.items()})
     rows.update({k: replace(OLD, **kw) for k, kw in list(one.items())[4:]})
+    # Why 2D loses to the baseline: one change at a time from the new defaults towards it
+    # (the baseline's 2D is stages 1,2,3 with the map maximum as image score, i.e. RsCon off).
+    # Single-stage rows run without CAE, which pairs the 2D and 3D layers one to one.
+    diag = {
+        "new, RsCon off": dict(rscon=False),
+        "new, CAE off": dict(cae=False),
+        "new, 2D stages 1,2,3": dict(stages=(1, 2, 3)),
+        "new, 2D stages 1,2,3, RsCon off": dict(stages=(1, 2, 3), rscon=False),
+        "new, 2D stages 2,3,4": dict(stages=(2, 3, 4)),
+        "new, 2D stages 2,3,4, RsCon off": dict(stages=(2, 3, 4), rscon=False),
+        "new, 2D stages 1,3,5": dict(stages=(1, 3, 5)),
+        "new, 2D stages 1,3,5, RsCon off": dict(stages=(1, 3, 5), rscon=False),
+        "new, 2D stages 1,2,5": dict(stages=(1, 2, 5)),
+        "new, 2D stages 1,2,5, RsCon off": dict(stages=(1, 2, 5), rscon=False),
+        "new, 2D stages 1,2,4": dict(stages=(1, 2, 4)),
+        # four 2D stages need four FPFH radii: CAE pairs them one to one
+        "new, 2D stages 1,2,3,5, FPFH radii .025/.05/.1/.2": dict(stages=(1, 2, 3, 5), radii=(0.025, 0.05, 0.1, 0.2)),
+        **{f"new, 2D stage {s} only, CAE off, RsCon off": dict(stages=(s,), cae=False, rscon=False) for s in STAGES},
+    }
+    rows.update({k: replace(NEW, **kw) for k, kw in diag.items()})
     return rows
+
+
+def select_rows(rows: dict[str, Variant], patterns: list[str]) -> dict[str, Variant]:
+    """The rows whose name matches one of the shell ``patterns`` (case-sensitive), in table order;
+    a pattern that matches no row is a ValueError naming it."""
+    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(k, p) for k in rows)]
+    if unmatched:
+        raise ValueError(f"no row matches {unmatched}; rows: {list(rows)}")
+    return {k: v for k, v in rows.items() if any(fnmatch.fnmatchcase(k, p) for p in patterns)}
 
 
 def evaluate_variants(cache_root: Path, rows: dict[str, Variant], classes: list[str]) -> dict:
@@ -384,11 +414,18 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--parts", type=int, default=40)
     ap.add_argument("--defect-rate", type=float, default=0.25)
     ap.add_argument("--out", type=Path, default=Path("out/ablation/ablation.md"), help="table (markdown; + .json)")
+    ap.add_argument("--rows", nargs="+", metavar="PATTERN",
+                    help="only the rows whose name (as printed) matches one of these shell patterns, e.g. 'new, 2D*'")
     args = ap.parse_args(argv)
     from edge_runtime.sim.generator import write_line
 
     started = time.perf_counter()
     rows = variants()
+    if args.rows:
+        try:
+            rows = select_rows(rows, args.rows)
+        except ValueError as exc:
+            ap.error(str(exc))
     manifests = export_encoders(args.work / "models", sorted({v.encoder for v in rows.values()}))
     clouds = sorted({v.cloud for v in rows.values()}, key=lambda c: c.tag)
     names = []
