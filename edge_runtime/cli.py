@@ -10,7 +10,7 @@ import importlib
 import sys
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "bench": ("edge_runtime.bench", "run bench scoring | encoders | station | isolation | faults (JSON, table, plot)"),
+    "bench": ("edge_runtime.bench", "run bench scoring | arrival | encoders | station | isolation | faults (JSON, table, plot)"),
     "export": ("export.cli", "export an encoder to ONNX (+TensorRT) with its manifest"),
     "synth": ("edge_runtime.sim.cli", "generate product lines in the MVTec 3D-AD layout"),
     "eval": ("edge_runtime.evaluate.cli", "evaluate on MVTec 3D-AD / Eyecandies layouts (batch, replay)"),

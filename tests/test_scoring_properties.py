@@ -11,11 +11,38 @@ from edge_runtime.scoring import (
     l2_normalize,
     mutual_scores,
     mutual_scores_multimodal,
+    rank_replace,
     rescore,
     upsample_2d,
 )
 
 FAST = settings(max_examples=25, deadline=None)
+
+
+@FAST
+@given(seed=st.integers(0, 2**31), n=st.integers(1, 300), levels=st.sampled_from([3, 50, 0]))
+def test_stable_order_is_the_stable_argsort(seed, n, levels):
+    from edge_runtime.scoring.cross_modal import stable_order
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n).astype(np.float32)
+    if levels:  # few distinct values: many ties
+        x = np.round(x * levels) / levels
+    x[rng.random(n) < 0.1] = -0.0  # ties between -0.0 and 0.0 as well
+    x[rng.random(n) < 0.05] = np.inf
+    np.testing.assert_array_equal(stable_order(x), np.argsort(x, kind="stable"))
+
+
+@FAST
+@given(seed=st.integers(0, 2**31), n=st.integers(1, 200))
+def test_rank_replace_gives_src_values_in_tgt_order(seed, n):
+    rng = np.random.default_rng(seed)
+    src, tgt = rng.normal(size=n).astype(np.float32), np.round(rng.normal(size=n) * 4).astype(np.float32)
+    out = rank_replace(src, tgt)
+    want = np.empty(n, np.float32)
+    want[np.argsort(tgt, kind="stable")] = np.sort(src)
+    np.testing.assert_array_equal(out, want)
+    np.testing.assert_array_equal(rank_replace(src, tgt.astype(np.float64)), want)  # other dtypes: same rule
 
 
 def _pool(seed, n, l=12, c=8):

@@ -181,3 +181,30 @@ def test_candidates_are_scored_against_references_only_and_pinned_references_sta
         window.pin("c")
     with pytest.raises(KeyError, match="not a reference"):
         LineWindow(4, ("2d",)).pin("x")
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31), widths=st.lists(st.integers(0, 6), min_size=LAYERS, max_size=LAYERS),
+       wide_at=st.integers(0, 7))
+def test_zero_padded_layers_score_as_batch_when_a_wider_part_arrives_or_is_queried(seed, widths, wide_at):
+    """Layers zero-padded beyond their width (narrow encoder layers): the window multiplies only the
+    channels in use, and a part using more of them (arriving, or queried from outside) still scores as batch."""
+    rng = np.random.default_rng(seed)
+
+    def padded(wide: bool) -> PartFeatures:
+        part = make_part(rng, ("2d",))
+        z = part.z2.copy()
+        for layer, w in enumerate(widths):
+            z[:, layer, 6 if wide else w :] = 0
+        return PartFeatures(image_size=16, grid=GRID, z2=z)
+
+    window = LineWindow(5, ("2d",))
+    for t in range(8):
+        window.add(f"p{t}", padded(t == wide_at))
+        if len(window) >= 3:
+            expect = batch_scores(window)
+            for name in window.members:
+                np.testing.assert_allclose(window.scores(name)["2d"], expect[name]["2d"], atol=1e-5)
+    outsider = padded(True)
+    pool = np.stack([outsider.z2] + [window.part(p).z2 for p in window.members])
+    np.testing.assert_allclose(window.query(outsider, "2d"), mutual_scores(pool)[0], atol=1e-5)

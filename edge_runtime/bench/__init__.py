@@ -9,6 +9,7 @@ import sys
 
 SUITES = {
     "scoring": "edge_runtime.bench.scoring",
+    "arrival": "edge_runtime.bench.arrival",
     "encoders": "export.bench",
     "station": "edge_runtime.bench.station",
     "isolation": "edge_runtime.bench.isolation",

@@ -37,7 +37,7 @@ from edge_runtime.scoring.aligned import (
     fill_unmatched,
     grid_squared_min_distances,
 )
-from edge_runtime.scoring.tiles import GPU_BUDGET, distances, squared_min_distances
+from edge_runtime.scoring.tiles import GPU_BUDGET, active_width, distances, squared_min_distances
 
 
 class LineWindow:
@@ -80,6 +80,9 @@ class LineWindow:
         # augmented once on arrival so each later arrival reads this contiguous buffer
         self._right: dict = {}
         self._rows: dict = {}  # modality -> (n_layers, slots, L, slots) float32, same device
+        # modality -> per layer, channels beyond which every part stored so far is zero (never lowered):
+        # global matching on the host multiplies only those (zero-padded narrow layers cost their own width)
+        self._width: dict[str, list[int]] = {}
         self._cells3: np.ndarray | None = None  # (slots, G) int64: each member's 3D centres' cells (aligned)
         self._grid: tuple[int, int] | None = None  # the parts' patch grid (aligned matching)
 
@@ -184,6 +187,8 @@ class LineWindow:
         """Keep z (L, n_layers, C) in ``slot`` as a reference: augmented, with its cells (3D, aligned)."""
         right = self._right[modality]
         right[:, slot] = augment(z.transpose(1, 0, 2), "right", self._xp)
+        widths = self._width.setdefault(modality, [0] * z.shape[1])
+        widths[:] = [max(w, active_width(z[:, layer])) for layer, w in enumerate(widths)]
         if cells is not None and modality == "3d":
             if self._cells3 is None:
                 self._cells3 = np.zeros((self.slots, cells.size), np.int64)
@@ -202,6 +207,10 @@ class LineWindow:
         Global matching on the window's device; with cells (aligned matching) on the host, 3D by ``layout``.
         """
         xp, right = self._xp, self._right[modality][layer]
+        if cells is None and xp is np:  # members and z are zero beyond width: those channels add nothing
+            width = max(self._width[modality][layer], active_width(z))
+            left, right = augment(z[:, :width], "left"), right[..., : 2 + width]
+            return distances(*squared_min_distances(left, right, slots, self.budget))
         left = augment(z, "left", xp)
         if cells is None:
             return distances(*squared_min_distances(left, right, slots, self.budget, xp=xp), xp=xp)

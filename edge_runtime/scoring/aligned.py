@@ -29,6 +29,7 @@ from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from edge_runtime.scoring.tiles import (
     DEFAULT_BUDGET,
+    NORM_COLUMN,
     augment,
     default_workers,
     distances,
@@ -227,7 +228,7 @@ def grid_squared_min_distances(left: np.ndarray, refs: np.ndarray, grid: tuple[i
     # Off the grid: a query item farther than anything from every reference item (its |z|^2 slot meets the
     # references' 1); finite, as a slot not yet filled (zeros) would make inf * 0 = nan
     padded = np.zeros((h + 2 * radius, w + 2 * radius, d), np.float32)
-    padded[..., d - 2] = np.finfo(np.float32).max
+    padded[..., NORM_COLUMN] = np.finfo(np.float32).max
     padded[radius : radius + h, radius : radius + w] = left.reshape(h, w, d)
     columns = np.ascontiguousarray(sliding_window_view(padded, k, axis=1).transpose(1, 0, 3, 2))  # (W, H+2r, k, D)
     s = columns.strides

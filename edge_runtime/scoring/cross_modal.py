@@ -21,6 +21,33 @@ from edge_runtime.scoring.mutual import (
 )
 
 
+def stable_order(x: np.ndarray) -> np.ndarray:
+    """``np.argsort(x, kind="stable")`` of a 1-D float32 array without NaN, about 1.5x faster.
+
+    Each value becomes an order-preserving unsigned key with its position in the
+    low 32 bits, so the keys are distinct and numpy's fast (unstable) sort gives
+    the stable order. Returns (n,) intp.
+    """
+    if x.ndim != 1 or x.dtype != np.float32 or x.size >= 2**32:
+        raise ValueError(f"stable_order needs a 1-D float32 array of under 2**32 values, got {x.dtype} {x.shape}")
+    bits = (x + np.float32(0.0)).view(np.uint32)  # + 0: -0.0 becomes 0.0, a tie as in the comparison sort
+    # IEEE order as unsigned order: negatives flip every bit, non-negatives only the sign bit
+    key = np.where(bits >= np.uint32(2**31), ~bits, bits | np.uint32(2**31)).astype(np.uint64)
+    key <<= np.uint64(32)
+    key |= np.arange(x.size, dtype=np.uint64)
+    key.sort()
+    return (key & np.uint64(2**32 - 1)).astype(np.intp)
+
+
+def _placed(sorted_src: np.ndarray, tgt: np.ndarray) -> np.ndarray:
+    """rank_replace with src given as its sorted values: (n,) float32 sorted_src, (n,) tgt -> (n,) float32."""
+    out = np.empty(tgt.shape, dtype=np.float32)
+    tgt = np.asarray(tgt)
+    order = stable_order(tgt) if tgt.dtype == np.float32 else np.argsort(tgt, kind="stable")
+    out[order] = sorted_src
+    return out
+
+
 def rank_replace(src: np.ndarray, tgt: np.ndarray) -> np.ndarray:
     """The element of ``tgt`` with the t-th smallest value receives the t-th smallest value of ``src``.
 
@@ -29,17 +56,15 @@ def rank_replace(src: np.ndarray, tgt: np.ndarray) -> np.ndarray:
     """
     if src.shape != tgt.shape or src.ndim != 1:
         raise ValueError(f"rank_replace needs two 1-D arrays of equal length, got {src.shape} and {tgt.shape}")
-    out = np.empty(tgt.shape, dtype=np.float32)
-    out[np.argsort(tgt, kind="stable")] = np.sort(src, kind="stable")
-    return out
+    return _placed(np.sort(np.asarray(src, dtype=np.float32)), tgt)
 
 
 def patch_members(point2patch: np.ndarray, n_patches: int) -> np.ndarray:
     """(G,) patch index per centre -> (P, G) float32 averaging matrix (rows sum to 1, or 0 when empty)."""
+    counts = np.bincount(point2patch, minlength=n_patches).astype(np.float32)
     m = np.zeros((n_patches, point2patch.shape[0]), dtype=np.float32)
-    m[point2patch, np.arange(point2patch.shape[0])] = 1.0
-    counts = m.sum(axis=1, keepdims=True)
-    return np.divide(m, counts, out=np.zeros_like(m), where=counts > 0)
+    m[point2patch, np.arange(point2patch.shape[0])] = np.float32(1.0) / counts[point2patch]
+    return m
 
 
 def enhance(o2: np.ndarray, o3: np.ndarray, point2patch: np.ndarray, interval: float = INTERVAL) -> tuple[np.ndarray, np.ndarray]:
@@ -60,16 +85,18 @@ def enhance(o2: np.ndarray, o3: np.ndarray, point2patch: np.ndarray, interval: f
     o3 = np.asarray(o3, dtype=np.float32)
     p, r = o2.shape
     members = patch_members(point2patch, p)
-    nonempty = members.sum(axis=1) > 0
+    nonempty = np.bincount(point2patch, minlength=p) > 0
     x2 = members @ o3  # mean o3 row of the centres in each patch; zero row when none
     x3 = o2[point2patch]
-    conf2 = 1.0 - rank_replace(np.std(o2, axis=1, ddof=1), np.std(x2, axis=1, ddof=1))
-    conf3 = 1.0 - rank_replace(np.std(o3, axis=1, ddof=1), np.std(x3, axis=1, ddof=1))
-    x3 = rank_replace(o3.ravel(), x3.ravel()).reshape(x3.shape)
-    x2 = x2.copy()
+    std2 = np.std(o2, axis=1, ddof=1)
+    # x3's rows are o2's rows, so are their deviations; each src's sorted values serve both its replacements
+    conf2 = 1.0 - rank_replace(std2, np.std(x2, axis=1, ddof=1))
+    conf3 = 1.0 - rank_replace(np.std(o3, axis=1, ddof=1), std2[point2patch])
+    sorted2, sorted3 = np.sort(o2, axis=None), np.sort(o3, axis=None)
+    x3 = _placed(sorted3, x3.ravel()).reshape(x3.shape)
     x2[nonempty] = rank_replace(o2[nonempty].ravel(), x2[nonempty].ravel()).reshape(-1, r)
-    e2 = rank_replace(o2.ravel(), (np.maximum(o2, x2) * conf2[:, None]).ravel()).reshape(o2.shape)
-    e3 = rank_replace(o3.ravel(), (np.maximum(o3, x3) * conf3[:, None]).ravel()).reshape(o3.shape)
+    e2 = _placed(sorted2, (np.maximum(o2, x2) * conf2[:, None]).ravel()).reshape(o2.shape)
+    e3 = _placed(sorted3, (np.maximum(o3, x3) * conf3[:, None]).ravel()).reshape(o3.shape)
     return interval_mean((o2 + e2) / 2, interval), interval_mean((o3 + e3) / 2, interval)
 
 

@@ -26,21 +26,36 @@ DEFAULT_BUDGET = 4 * 2**20  # bytes of one worker's distance tile: fits the last
 GPU_BUDGET = 2**30  # bytes of one distance block on a GPU: few, large products (launches cost more than memory)
 
 
+NORM_COLUMN = 0  # augment's column holding |z|^2 on the left, meeting 1 on the right
+
+
 def augment(z, side: str, xp=np):
     """(..., L, C) -> (..., L, C + 2) float32 such that left @ right.T = squared distances.
 
-    side : "left" ([z, |z|^2, 1], the query) or "right" ([-2z, 1, |z|^2], the references).
-    Keeping references augmented lets a window reuse them on every arrival.
+    side : "left" ([|z|^2, 1, z], the query) or "right" ([1, |z|^2, -2z], the references).
+    Keeping references augmented lets a window reuse them on every arrival. The two extra
+    columns come first so that the prefix ``[..., :2 + w]`` serves features whose channels
+    from w on are zero (layers zero-padded to a common width, see ``active_width``).
     xp : the array module of the result (numpy, or cupy; z may be on the host).
     """
     z = xp.asarray(z).astype(xp.float32, copy=False)
     sq = (z * z).sum(axis=-1, keepdims=True)
     one = xp.ones_like(sq)
     if side == "left":
-        return xp.concatenate([z, sq, one], axis=-1)
+        return xp.concatenate([sq, one, z], axis=-1)
     if side == "right":
-        return xp.concatenate([-2.0 * z, one, sq], axis=-1)
+        return xp.concatenate([one, sq, -2.0 * z], axis=-1)
     raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+
+
+def active_width(z: np.ndarray) -> int:
+    """(..., C) -> how many leading channels hold every nonzero value (0 for all zeros).
+
+    Narrower layers are zero-padded to the widest (``aggregate_2d``): their
+    distances need only this prefix.
+    """
+    used = np.flatnonzero(np.any(z.reshape(-1, z.shape[-1]) != 0, axis=0))
+    return int(used[-1]) + 1 if used.size else 0
 
 
 def distances(*squared, xp=np) -> tuple:
