@@ -38,6 +38,13 @@ def batch_scores(window: LineWindow) -> dict[str, dict[str, np.ndarray]]:
     return {name: {m: s[i]} for i, name in enumerate(window.members)}
 
 
+def assert_scores_equal_batch(window: LineWindow) -> None:
+    expect = batch_scores(window)
+    for name in window.members:
+        for m, got in window.scores(name).items():
+            np.testing.assert_allclose(got, expect[name][m], atol=1e-5)
+
+
 @settings(max_examples=20, deadline=None)
 @given(
     seed=st.integers(0, 2**31),
@@ -55,11 +62,7 @@ def test_incremental_scores_equal_batch_after_any_arrivals_and_evictions(seed, c
             window.remove(window.members[int(rng.integers(len(window)))])
         assert len(window) <= capacity
         if len(window) >= 3:
-            expect = batch_scores(window)
-            for name in window.members:
-                got = window.scores(name)
-                for m in modalities:
-                    np.testing.assert_allclose(got[m], expect[name][m], atol=1e-5)
+            assert_scores_equal_batch(window)
 
 
 @settings(max_examples=20, deadline=None)
@@ -77,11 +80,7 @@ def test_aligned_window_equals_the_batch_rule(seed, capacity, arrivals, modaliti
     for t in range(arrivals):
         window.add(f"p{t}", make_part(rng, modalities))
         if len(window) >= 3:
-            expect = batch_scores(window)
-            for name in window.members:
-                got = window.scores(name)
-                for m in modalities:
-                    np.testing.assert_allclose(got[m], expect[name][m], atol=1e-5)
+            assert_scores_equal_batch(window)
     outsider = make_part(rng, modalities)
     pool = [outsider] + [window.part(p) for p in window.members]
     m = modalities[0]
