@@ -104,12 +104,16 @@ def test_sigkill_mid_stream_loses_no_part_and_windows_come_back_warm(tmp_path):
             reply = client.request({"cmd": "verdicts", "line": "tile", "parts": list(frames)})
             return {v["part"] for v in reply["verdicts"]}
 
+        def idle() -> bool:  # nothing queued, held, awaiting a partner or being scored
+            line = client.request({"cmd": "status", "line": "tile"})["lines"]["tile"]
+            return not (line["queue"] or line["held"] or line["awaiting_frames"] or line["busy_ms"] is not None)
+
         resent = []
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while (missing := set(frames) - logged()) and time.monotonic() < deadline:
             time.sleep(2.0)
             still = set(frames) - logged()
-            if still == missing:  # no progress: these were lost in flight; send again
+            if still == missing and idle():  # no progress, nothing in hand: lost in flight; send again
                 resent += sorted(still)
                 for part in sorted(still):
                     client.push.send_multipart(frames[part])
