@@ -17,13 +17,12 @@ enhancement. Cases run round-robin; each figure is the best of ``--repeats``.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 from tqdm import tqdm
 
 from edge_runtime.bench.report import write_report
-from edge_runtime.bench.scoring import plain
+from edge_runtime.bench.scoring import plain, round_robin
 from edge_runtime.inspection.part import PartFeatures
 from edge_runtime.inspection.window import LineWindow
 from edge_runtime.scoring import augment, enhance, l2_normalize
@@ -125,13 +124,7 @@ def main(argv: list[str]) -> int:
     for spec, (c2, c3) in tqdm(list(zip(args.widths, pairs)), desc="bench arrival", unit="widths"):
         parts = [_part(rng, grid, args.centres, c2, c3) for _ in range(args.refs + 1)]
         cases = _cases(parts, budget, workers)
-        best = {k: np.inf for k in cases}
-        for _ in range(args.repeats):
-            for k, fn in cases.items():
-                t0 = time.perf_counter()
-                fn()
-                best[k] = min(best[k], time.perf_counter() - t0)
-        ms = {k: v * 1e3 for k, v in best.items()}
+        ms = {k: v * 1e3 for k, v in round_robin(cases, args.repeats).items()}
         rows.append({"widths": spec, "whole_ms": ms["whole"], **{f"{s}_ms": ms[s] for s in STAGES},
                      "other_ms": ms["whole"] - sum(ms[s] for s in STAGES), "plain_ms": ms["plain"],
                      "speedup_vs_plain": ms["plain"] / ms["whole"]})

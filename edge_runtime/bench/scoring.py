@@ -32,7 +32,7 @@ TARGET = 1 / 1.3  # fused within 1.3x of its GEMM time
 ALIGNED_COLUMNS = ["aligned_ms", "aligned_speedup", "fused3d_ms", "aligned3d_ms", "aligned3d_speedup"]
 
 
-def _round_robin(cases: dict, repeats: int) -> dict[str, float]:
+def round_robin(cases: dict, repeats: int) -> dict[str, float]:
     """Best time of each case, the cases interleaved so machine noise hits them alike."""
     best = {k: np.inf for k in cases}
     for _ in range(repeats):
@@ -92,7 +92,7 @@ def main(argv: list[str]) -> int:
                  "plain": lambda: plain(left, right), **gemm_bound(left, right, workers, budget)}
         if args.radius is not None:
             cases.update(_aligned_cases(z, args.radius, args.centres, rng, workers))
-        t = _round_robin(cases, args.repeats)
+        t = round_robin(cases, args.repeats)
         bound = min(t["gemm_whole"], t["gemm_tiles"])
         row = {"C": c, "fused_ms": t["fused"] * 1e3, "gemm_ms": bound * 1e3, "plain_ms": t["plain"] * 1e3,
                "fraction_of_gemm": bound / t["fused"], "speedup_vs_plain": t["plain"] / t["fused"],

@@ -88,7 +88,7 @@ class CellLayout(NamedTuple):
     cell_queries: np.ndarray  # (H W + 1,) first entry of each cell in ``query``
 
 
-def _stable_order(*keys: np.ndarray) -> np.ndarray:
+def _lexicographic_order(*keys: np.ndarray) -> np.ndarray:
     """The stable order sorting by keys[0], then keys[1], ... (small non-negative ints): one stable pass per key
     from the last, each in the narrowest dtype (16-bit keys sort by radix)."""
     order = np.arange(keys[0].size)
@@ -115,7 +115,7 @@ def cell_layout(left_cells: np.ndarray, ref_cells: np.ndarray, grid: tuple[int, 
     # items in the cell is a few slice minima
     cell = ref_cells[select].ravel()
     ref = np.repeat(np.arange(m), l2)
-    by_run = _stable_order(cell)  # items come reference by reference: this sorts by (cell, reference)
+    by_run = _lexicographic_order(cell)  # items come reference by reference: this sorts by (cell, reference)
     run_key = (cell * m + ref)[by_run]
     starts = np.flatnonzero(np.r_[True, run_key[1:] != run_key[:-1]])
     length = np.diff(np.r_[starts, run_key.size])
@@ -123,7 +123,7 @@ def cell_layout(left_cells: np.ndarray, ref_cells: np.ndarray, grid: tuple[int, 
     rank[by_run] = np.arange(run_key.size) - np.repeat(starts, length)
     length_of[by_run] = np.repeat(length, length)
     depth = int(length.max(initial=1))
-    order = _stable_order(cell, rank, depth - length_of)  # then by reference, as they come
+    order = _lexicographic_order(cell, rank, depth - length_of)  # then by reference, as they come
     cell_rank = np.searchsorted(cell[order] * depth + rank[order], np.arange(h * w * depth + 1))
     # Every query item listed under the (2r + 1)^2 cells around its own
     y, x = _yx(left_cells, grid)
@@ -131,7 +131,7 @@ def cell_layout(left_cells: np.ndarray, ref_cells: np.ndarray, grid: tuple[int, 
     ny, nx = y[:, None, None] + off[None, :, None], x[:, None, None] + off[None, None, :]
     inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
     around = (ny * w + nx)[inside]
-    by_cell = _stable_order(around)
+    by_cell = _lexicographic_order(around)
     query = np.broadcast_to(np.arange(l)[:, None, None], inside.shape)[inside][by_cell]
     cell_queries = np.searchsorted(around[by_cell], np.arange(h * w + 1))
     return CellLayout((m, l, l2), select[order // l2] * l2 + order % l2, order, ref[order],
