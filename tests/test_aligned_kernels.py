@@ -36,10 +36,11 @@ def test_grid_kernel_equals_the_batch_rule(seed, grid, radius, refs, budget, wor
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**31), grid=grids, radius=st.integers(0, 3), refs=st.integers(1, 5),
        items=st.tuples(st.integers(1, 30), st.integers(1, 30)), budget=st.sampled_from([1, 200, 2**22]),
-       crowd=st.booleans())
-def test_cell_kernel_equals_the_batch_rule(seed, grid, radius, refs, items, budget, crowd):
+       crowd=st.booleans(), channels=st.sampled_from([6, 300, 5000]))
+def test_cell_kernel_equals_the_batch_rule(seed, grid, radius, refs, items, budget, crowd, channels):
     """3D centres (any number per cell, a layout per reference, empty cells, a selection of references):
-    the per-cell kernel and the fallback give the batch rule."""
+    the per-cell kernel and the fallback give the batch rule, however many cells share one padded product
+    (the layout sets that from the channels it plans for: 16, 3, 1)."""
     rng = np.random.default_rng(seed)
     l = grid[0] * grid[1]
     cells_in = max(1, l // 3) if crowd else l  # crowded: many items in few cells, most cells empty
@@ -51,7 +52,7 @@ def test_cell_kernel_equals_the_batch_rule(seed, grid, radius, refs, items, budg
     expect = aligned_min_distances(z, query_cells, refs_z[select], ref_cells[select], grid, radius)
     left, right = augment(z, "left"), augment(refs_z, "right")
     to_refs, from_refs = cell_squared_min_distances(
-        left, right, cell_layout(query_cells, ref_cells, grid, radius, select), budget)
+        left, right, cell_layout(query_cells, ref_cells, grid, radius, channels, select), budget)
     fill_unmatched(to_refs, from_refs, left, lambda j: right[select[j]])
     for g, e in zip(distances(to_refs, from_refs), expect):
         np.testing.assert_allclose(g, e, atol=1e-5)

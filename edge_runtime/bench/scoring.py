@@ -144,4 +144,4 @@ def _aligned_cases(z: np.ndarray, radius: int, centres: int, rng: np.random.Gene
     return {"aligned": lambda: grid_squared_min_distances(left, by_cell, grid, radius, workers=workers),
             "fused3d": lambda: squared_min_distances(left3, right3, workers=workers),
             "aligned3d": lambda: cell_squared_min_distances(
-                left3, right3, cell_layout(cells[0], cells[1:], grid, radius))}
+                left3, right3, cell_layout(cells[0], cells[1:], grid, radius, c + 2))}

@@ -198,7 +198,7 @@ class LineWindow:
         """Aligned 3D matching against the members in ``slots``: where each centre goes (the same for every layer)."""
         if cells is None or modality != "3d" or not slots.size:
             return None
-        return cell_layout(cells, self._cells3, self._grid, self.match_radius, slots)
+        return cell_layout(cells, self._cells3, self._grid, self.match_radius, self._right[modality].shape[-1], slots)
 
     def _distances(self, modality: str, z: np.ndarray, cells: np.ndarray | None, layer: int,
                    slots: np.ndarray, layout: CellLayout | None = None) -> tuple:
