@@ -146,8 +146,9 @@ def cell_layout(left_cells: np.ndarray, ref_cells: np.ndarray, grid: tuple[int, 
     run_start = np.cumsum(counts) - counts  # its first item in by_cell
     depth = int(counts.max(initial=1))
     # Per cell its references, most items first: rank k's rows (the (k + 1)-th items) are then the first
-    # nk[c, k] of rank 0's, so a reference's minimum over its items is a few slice minima
-    ranked = _lexicographic_order(np.repeat(np.arange(hw), m), depth - counts).reshape(hw, m)  # (cell, ref) runs
+    # nk[c, k] of rank 0's, so a reference's minimum over its items is a few slice minima. One key (cell, then
+    # fewer items), so one radix pass while it fits 16 bits; ranked[c, p]: the (cell, reference) run
+    ranked = _lexicographic_order(np.repeat(np.arange(hw) * (depth + 1), m) + depth - counts).reshape(hw, m)
     have = counts[ranked]  # (H W, M') non-increasing per cell
     per_count = np.bincount((np.arange(hw)[:, None] * (depth + 1) + have).ravel(), minlength=hw * (depth + 1))
     nk = np.cumsum(per_count.reshape(hw, depth + 1)[:, ::-1], axis=1)[:, -2::-1]  # (H W, depth): refs with > k
