@@ -81,7 +81,7 @@ class LineWindow:
         self._right: dict = {}
         self._rows: dict = {}  # modality -> (n_layers, slots, L, slots) float32, same device
         # modality -> per layer, channels beyond which every part stored so far is zero (never lowered):
-        # global matching on the host multiplies only those (zero-padded narrow layers cost their own width)
+        # the host multiplies only those (zero-padded narrow layers cost their own width)
         self._width: dict[str, list[int]] = {}
         self._cells3: np.ndarray | None = None  # (slots, G) int64: each member's 3D centres' cells (aligned)
         self._grid: tuple[int, int] | None = None  # the parts' patch grid (aligned matching)
@@ -207,10 +207,9 @@ class LineWindow:
         Global matching on the window's device; with cells (aligned matching) on the host, 3D by ``layout``.
         """
         xp, right = self._xp, self._right[modality][layer]
-        if cells is None and xp is np:  # members and z are zero beyond width: those channels add nothing
+        if xp is np:  # members and z are zero beyond width: those channels add nothing (the kernels take views)
             width = max(self._width[modality][layer], active_width(z))
-            left, right = augment(z[:, :width], "left"), right[..., : 2 + width]
-            return distances(*squared_min_distances(left, right, slots, self.budget))
+            z, right = z[:, :width], right[..., : 2 + width]
         left = augment(z, "left", xp)
         if cells is None:
             return distances(*squared_min_distances(left, right, slots, self.budget, xp=xp), xp=xp)
