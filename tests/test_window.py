@@ -1,4 +1,6 @@
 """The incremental window against the batch functions recomputed on its contents."""
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -184,26 +186,29 @@ def test_candidates_are_scored_against_references_only_and_pinned_references_sta
 
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 2**31), widths=st.lists(st.integers(0, 6), min_size=LAYERS, max_size=LAYERS),
-       wide_at=st.integers(0, 7))
-def test_zero_padded_layers_score_as_batch_when_a_wider_part_arrives_or_is_queried(seed, widths, wide_at):
+       wide_at=st.integers(0, 7), modality=st.sampled_from(["2d", "3d"]), radius=st.sampled_from([None, 1]))
+def test_zero_padded_layers_score_as_batch_when_a_wider_part_arrives_or_is_queried(seed, widths, wide_at, modality,
+                                                                                   radius):
     """Layers zero-padded beyond their width (narrow encoder layers): the window multiplies only the
-    channels in use, and a part using more of them (arriving, or queried from outside) still scores as batch."""
+    channels in use (global or aligned matching), and a part using more of them (arriving, or queried from
+    outside) still scores as batch."""
     rng = np.random.default_rng(seed)
 
     def padded(wide: bool) -> PartFeatures:
-        part = make_part(rng, ("2d",))
-        z = part.z2.copy()
+        part = make_part(rng, (modality,))
+        z = part.features(modality).copy()
         for layer, w in enumerate(widths):
-            z[:, layer, 6 if wide else w :] = 0
-        return PartFeatures(image_size=16, grid=GRID, z2=z)
+            z[:, layer, z.shape[-1] if wide else w :] = 0
+        return dataclasses.replace(part, **{"z2" if modality == "2d" else "z3": z})
 
-    window = LineWindow(5, ("2d",))
+    window = LineWindow(5, (modality,), match_radius=radius)
     for t in range(8):
         window.add(f"p{t}", padded(t == wide_at))
         if len(window) >= 3:
-            expect = batch_scores(window)
-            for name in window.members:
-                np.testing.assert_allclose(window.scores(name)["2d"], expect[name]["2d"], atol=1e-5)
+            assert_scores_equal_batch(window)
     outsider = padded(True)
-    pool = np.stack([outsider.z2] + [window.part(p).z2 for p in window.members])
-    np.testing.assert_allclose(window.query(outsider, "2d"), mutual_scores(pool)[0], atol=1e-5)
+    parts = [outsider] + [window.part(p) for p in window.members]
+    cells = np.stack([p.point2patch for p in parts]) if modality == "3d" else None
+    expect = mutual_scores(np.stack([p.features(modality) for p in parts]), match_radius=radius, grid=GRID,
+                           cells=cells)[0]
+    np.testing.assert_allclose(window.query(outsider, modality), expect, atol=1e-5)
