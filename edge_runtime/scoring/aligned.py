@@ -112,10 +112,11 @@ class CellLayout(NamedTuple):
 def _lexicographic_order(*keys: np.ndarray) -> np.ndarray:
     """The stable order sorting by keys[0], then keys[1], ... (small non-negative ints): one stable pass per key
     from the last, each in the narrowest dtype (16-bit keys sort by radix)."""
-    order = np.arange(keys[0].size)
+    order = None
     for key in reversed(keys):
-        k = key[order]
-        order = order[np.argsort(k.astype(np.min_scalar_type(int(k.max(initial=0)))), kind="stable")]
+        k = key if order is None else key[order]
+        step = np.argsort(k.astype(np.min_scalar_type(int(k.max(initial=0)))), kind="stable")
+        order = step if order is None else order[step]
     return order
 
 
@@ -172,11 +173,12 @@ def cell_layout(left_cells: np.ndarray, ref_cells: np.ndarray, grid: tuple[int, 
     of_cell = np.repeat(np.arange(starts.size), sizes)
     # Reference rows: cell i, rank k, position p; a pad repeats an item that is there
     slot, p = _positions(ranks[of_cell].ravel())
-    c, k = busy[slot // depth], slot % depth
+    i, k = np.divmod(slot, depth)
+    c = busy[i]
     n_here = have[c, p]
     run = ranked[c, np.where(n_here > 0, p, 0)]
     sorted_item = by_cell[run_start[run] + np.where(n_here > k, k, 0)]  # entry of (M', L2)
-    rows = select[sorted_item // l2] * l2 + sorted_item % l2
+    rows = (select[:, None] * l2 + np.arange(l2)).ravel()[sorted_item]
     # Query items around each cell, padded by the first
     qcell, s = _positions(width[of_cell])
     qc = busy[qcell]
