@@ -226,6 +226,7 @@ def cell_squared_min_distances(left: np.ndarray, refs: np.ndarray, layout: CellL
     here_buf, around_buf = np.empty((held[0], d), np.float32), np.empty((held[1], d), np.float32)
     block_buf, row_min = np.empty(held[2], np.float32), np.empty(held[0], np.float32)
     per_ref_buf, targets_buf = np.empty(held[3], np.float32), np.empty(held[3], np.int64)
+    # mode="clip" below: the layout's indices are in range, and take then skips its checking pass
     with one_blas_thread():
         for g, step in zip(layout.groups, steps):
             size, q, p0 = sum(g.ranks), g.width, g.ranks[0]
