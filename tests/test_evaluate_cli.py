@@ -4,6 +4,7 @@ import json
 import pytest
 
 from edge_runtime.cli import main as cli
+from edge_runtime.evaluate.metrics import image_auroc
 from edge_runtime.evaluate.run import METRIC_KEYS
 from edge_runtime.sim.generator import write_line
 
@@ -60,6 +61,29 @@ def test_baseline_is_scored_on_the_same_parts_and_reported_beside_each_run(evalu
         assert f"| {run} | {100 * ours['mean']['image_auroc']:.2f} / {100 * ours['mean']['aupro']:.2f} | " \
                f"{100 * doc['mean']['image_auroc']:.2f} / {100 * doc['mean']['aupro']:.2f} |" in summary
     assert not (evaluated / "baseline_2d+3d_replay_w16").exists()  # the baseline is a batch protocol
+
+
+def _scores_csv(path):
+    rows = [line.split(",") for line in path.read_text().splitlines()[1:]]
+    return {r[1] + r[2]: (int(r[3]), float(r[4]), r[5] == "1") for r in rows}
+
+
+def test_replay_is_set_beside_batch_on_the_parts_it_scored(evaluated):
+    """The replay leaves out its warm-up parts; batch is re-measured on exactly the parts the replay scored."""
+    replay = json.loads((evaluated / "2d+3d_replay_w16" / "metrics.json").read_text())
+    replayed = _scores_csv(evaluated / "2d+3d_replay_w16" / "scores.csv")
+    batch_scores = _scores_csv(evaluated / "2d+3d_batch" / "scores.csv")
+    kept = [k for k, (_, _, scored) in replayed.items() if scored]
+    assert 0 < len(kept) < 40 == len(batch_scores)
+    labels = [batch_scores[k][0] for k in kept]
+    expected = image_auroc(labels, [batch_scores[k][1] for k in kept])
+    same = replay["classes"]["bagel"]["batch_same_parts"]
+    assert same["parts_scored"] == len(kept) == replay["classes"]["bagel"]["parts_scored"]
+    assert same["image_auroc"] == pytest.approx(expected, abs=1e-9)
+    row = (f"| 2d+3d_replay_w16 | mean | {len(kept)} | {100 * replay['mean']['image_auroc']:.2f} / "
+           f"{100 * replay['mean']['aupro']:.2f} | {100 * same['image_auroc']:.2f} / {100 * same['aupro']:.2f} |")
+    assert row in (evaluated / "summary.md").read_text()
+    assert row in (evaluated / "2d+3d_replay_w16" / "metrics.md").read_text()
 
 
 def test_embedded_defaults_beat_the_baseline_when_fused(evaluated):
