@@ -11,5 +11,5 @@ def test_bench_scoring_writes_ratios_per_width(tmp_path):
     assert [r["C"] for r in doc["rows"]] == [5, 12] and doc["radius"] == 1
     for row in doc["rows"]:
         assert row["fraction_of_gemm"] > 0 and row["speedup_vs_plain"] > 0 and row["aligned_speedup"] > 0
-        assert row["aligned3d_speedup"] > 0
+        assert row["aligned3d_speedup"] > 0 and row["aligned3d_speedup_shared_layout"] > 0
     assert (tmp_path / "bench_scoring.png").stat().st_size > 0

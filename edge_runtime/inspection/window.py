@@ -83,7 +83,10 @@ class LineWindow:
         # modality -> per layer, channels beyond which every part stored so far is zero (never lowered):
         # the host multiplies only those (zero-padded narrow layers cost their own width)
         self._width: dict[str, list[int]] = {}
-        self._cells3: np.ndarray | None = None  # (slots, G) int64: each member's 3D centres' cells (aligned)
+        # aligned 3D: each member's centres are stored by cell (the kernel's gathers then read each reference
+        # in runs); (slots, G) int64 their cells, and the stored order: stored centre t is the part's order[t]
+        self._cells3: np.ndarray | None = None
+        self._order3: np.ndarray | None = None
         self._grid: tuple[int, int] | None = None  # the parts' patch grid (aligned matching)
 
     def __len__(self) -> int:
@@ -184,15 +187,18 @@ class LineWindow:
             self._store(modality, slot, z, cells)
 
     def _store(self, modality: str, slot: int, z: np.ndarray, cells: np.ndarray | None) -> None:
-        """Keep z (L, n_layers, C) in ``slot`` as a reference: augmented, with its cells (3D, aligned)."""
+        """Keep z (L, n_layers, C) in ``slot`` as a reference: augmented, with its cells (3D, aligned: by cell)."""
+        if cells is not None and modality == "3d":
+            if self._cells3 is None:
+                self._cells3 = np.zeros((self.slots, cells.size), np.int64)
+                self._order3 = np.zeros((self.slots, cells.size), np.int64)
+            order = np.argsort(cells, kind="stable")
+            self._cells3[slot], self._order3[slot] = cells[order], order
+            z = z[order]
         right = self._right[modality]
         right[:, slot] = augment(z.transpose(1, 0, 2), "right", self._xp)
         widths = self._width.setdefault(modality, [0] * z.shape[1])
         widths[:] = [max(w, active_width(z[:, layer])) for layer, w in enumerate(widths)]
-        if cells is not None and modality == "3d":
-            if self._cells3 is None:
-                self._cells3 = np.zeros((self.slots, cells.size), np.int64)
-            self._cells3[slot] = cells
 
     def _cell_layout(self, modality: str, cells: np.ndarray | None, slots: np.ndarray) -> CellLayout | None:
         """Aligned 3D matching against the members in ``slots``: where each centre goes (the same for every layer)."""
@@ -217,8 +223,10 @@ class LineWindow:
             to_refs, from_refs = grid_squared_min_distances(left, right.transpose(1, 0, 2), self._grid,
                                                             self.match_radius, self.budget)
             return distances(to_refs[:, slots], from_refs[slots])
-        to_refs, from_refs = cell_squared_min_distances(left, right, layout, self.budget)
-        fill_unmatched(to_refs, from_refs, left, lambda j: right[slots[j]])
+        to_refs, stored = cell_squared_min_distances(left, right, layout, self.budget)
+        fill_unmatched(to_refs, stored, left, lambda j: right[slots[j]])
+        from_refs = np.empty_like(stored)  # back in each member's own order of centres
+        np.put_along_axis(from_refs, self._order3[slots], stored, axis=1)
         return distances(to_refs, from_refs)
 
     def _cells(self, modality: str, features: PartFeatures) -> np.ndarray | None:

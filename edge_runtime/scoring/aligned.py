@@ -172,12 +172,12 @@ def cell_layout(left_cells: np.ndarray, ref_cells: np.ndarray, grid: tuple[int, 
     sizes = np.diff(np.r_[starts, busy.size])
     of_cell = np.repeat(np.arange(starts.size), sizes)
     # Reference rows: cell i, rank k, position p; a pad repeats an item that is there
-    slot, p = _positions(ranks[of_cell].ravel())
-    i, k = np.divmod(slot, depth)
-    c = busy[i]
-    n_here = have[c, p]
-    run = ranked[c, np.where(n_here > 0, p, 0)]
-    sorted_item = by_cell[run_start[run] + np.where(n_here > k, k, 0)]  # entry of (M', L2)
+    owner, p = _positions(ranks[of_cell].ravel())  # owner: (cell i, rank k) as i depth + k
+    k = np.tile(np.arange(depth), busy.size)[owner]
+    at = np.repeat(busy * m, depth)[owner] + p  # (cell, p) as an entry of ranked and have, flat
+    n_here = have.ravel()[at]
+    run = ranked.ravel()[at - p * (n_here == 0)]
+    sorted_item = by_cell[run_start[run] + k * (n_here > k)]  # entry of (M', L2)
     rows = (select[:, None] * l2 + np.arange(l2)).ravel()[sorted_item]
     # Query items around each cell, padded by the first
     qcell, s = _positions(width[of_cell])
@@ -201,7 +201,8 @@ def cell_squared_min_distances(left: np.ndarray, refs: np.ndarray, layout: CellL
     refs : (M, L2, D) float32, ``augment(refs, "right")``; only the references
         the layout selected are read.
     layout : ``cell_layout`` of the query's and the references' cells.
-    budget : bytes of gathered reference rows, and of products, held at once.
+    budget : bytes of gathered reference rows, and of products, held at once
+        (the products twice: as computed, and transposed).
 
     Returns
     -------
@@ -224,7 +225,8 @@ def cell_squared_min_distances(left: np.ndarray, refs: np.ndarray, layout: CellL
     held = np.array([[n * sum(g.ranks), n * g.width, n * sum(g.ranks) * g.width, n * g.ranks[0] * g.width]
                      for g, n in zip(layout.groups, steps)], np.int64).reshape(-1, 4).max(axis=0, initial=0)
     here_buf, around_buf = np.empty((held[0], d), np.float32), np.empty((held[1], d), np.float32)
-    block_buf, row_min = np.empty(held[2], np.float32), np.empty(held[0], np.float32)
+    block_buf, turned_buf = np.empty(held[2], np.float32), np.empty(held[2], np.float32)
+    row_min = np.empty(held[0], np.float32)
     per_ref_buf, targets_buf = np.empty(held[3], np.float32), np.empty(held[3], np.int64)
     # mode="clip" below: the layout's indices are in range, and take then skips its checking pass
     with one_blas_thread():
@@ -238,7 +240,11 @@ def cell_squared_min_distances(left: np.ndarray, refs: np.ndarray, layout: CellL
                 around = np.take(left, around_index, axis=0, out=around_buf[: n * q], mode="clip")
                 block = block_buf[: n * size * q].reshape(n, size, q)
                 np.matmul(here.reshape(n, size, d), around.reshape(n, q, d).transpose(0, 2, 1), out=block)
-                np.min(block, axis=2, out=row_min[: n * size].reshape(n, size))
+                # a reference row's minimum over the query items: rows of about 50 reduce slowly, while in a
+                # transposed copy (in cache) the same minimum is an elementwise one over whole rows
+                turned = turned_buf[: n * q * size].reshape(n, q, size)
+                np.copyto(turned, block.transpose(0, 2, 1))
+                np.min(turned, axis=1, out=row_min[: n * size].reshape(n, size))
                 from_refs[layout.row_items[rows]] = row_min[: n * size]
                 per_ref = per_ref_buf[: n * p0 * q].reshape(n, p0, q)
                 np.copyto(per_ref, block[:, :p0])
