@@ -176,3 +176,42 @@ def test_fixtured_parts_move_less_than_one_patch():
     loose = line_spec("tile", 0, 224)
     s, t = _part_frame(loose, np.random.default_rng(1))
     assert np.hypot(s - s0, t - t0).max() / spec.pixel_pitch > patch  # an unfixtured line moves more
+
+
+def test_severity_draws_smaller_fainter_defects_from_the_same_numbers():
+    spec = dataclasses.replace(line_spec("cookie", 4, 128), defects=DEFECTS)
+    faint = dataclasses.replace(spec, severity=0.5)
+    for i, defect in enumerate(DEFECTS):
+        scene = part_scene(spec, i, 2)
+        full, gt_full = defective_scene(spec, i, 2, defect)
+        half, gt_half = defective_scene(faint, i, 2, defect)
+        assert np.array_equal(part_scene(faint, i, 2).albedo, scene.albedo)  # the part itself is unchanged
+        assert 0 < gt_half.sum() < 0.6 * gt_full.sum(), defect
+        moved = {k: [np.abs(getattr(s, k) - getattr(scene, k)).max() for s in (full, half)]
+                 for k in ("height", "albedo")}
+        for k, (a, b) in moved.items():
+            assert b <= 0.75 * a or a == b == 0, (defect, k, a, b)
+    assert np.array_equal(defective_scene(dataclasses.replace(spec, severity=1.0), 3, 2, "crack")[1],
+                          defective_scene(spec, 3, 2, "crack")[1])
+
+
+def test_variation_scales_the_part_to_part_nuisance():
+    from edge_runtime.sim.generator import _part_frame
+
+    spec = line_spec("tile", 0, 128)
+
+    def spread(v: float) -> float:
+        s = dataclasses.replace(spec, variation=v)
+        frames = [_part_frame(s, np.random.default_rng(k)) for k in range(12)]
+        gains = [part_scene(s, k, 0).light_gain for k in range(12)]
+        return float(np.std([f[0][64, 64] for f in frames])), float(np.std(gains))
+
+    none, usual, wide = spread(0.0), spread(1.0), spread(2.0)
+    assert none == pytest.approx((0.0, 0.0), abs=1e-12)
+    assert wide[0] == pytest.approx(2 * usual[0], rel=0.05) and wide[1] == pytest.approx(2 * usual[1], rel=1e-6)
+
+
+def test_synth_rejects_a_severity_out_of_range(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        synth_cli.main(["--out", str(tmp_path), "--classes", "tile", "--parts", "2", "--severity", "0"])
+    assert "severity 0.0 outside (0, 2]" in capsys.readouterr().err

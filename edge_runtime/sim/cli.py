@@ -29,6 +29,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--burst-len", type=int, help="parts in the burst (with --systematic)")
     p.add_argument("--fixtured", action="store_true", help="parts held in a fixture: pose jitter below one "
                    "patch of the 28-patch grid (for aligned matching, [scoring] match_radius)")
+    p.add_argument("--severity", type=float, default=1.0, help="defect size and strength, as a factor "
+                   "(default 1; 0.6: smaller, fainter defects, as many real ones are)")
+    p.add_argument("--variation", type=float, default=1.0, help="part-to-part nuisance as a factor: pose, size, "
+                   "tint, light, table tilt (default 1; 0 none)")
     p.add_argument("--overwrite", action="store_true", help="replace existing class folders")
     p.add_argument("--preview", action="store_true", help="also write <out>/<class>_preview.png (contact sheet)")
     return p
@@ -59,6 +63,10 @@ def main(argv: list[str]) -> int:
             spec = dataclasses.replace(spec, defects=tuple(args.defects))
         if args.fixtured:
             spec = fixtured(spec)
+        try:
+            spec = dataclasses.replace(spec, severity=args.severity, variation=args.variation)
+        except ValueError as exc:
+            parser().error(str(exc))
         summary = write_line(args.out, class_name, args.parts, args.defect_rate, args.seed, spec=spec,
                              overwrite=args.overwrite, progress=True, burst=burst)
         kinds = ", ".join(f"{k} {n}" for k, n in summary["by_kind"].items())

@@ -197,19 +197,27 @@ def change_mask(before: PartScene, after: PartScene) -> np.ndarray:
 
 
 def apply_defect(scene: PartScene, defect: str, rng: np.random.Generator, pitch: float,
-                 site: tuple[float, float] | None = None) -> tuple[PartScene, np.ndarray, tuple[float, float]]:
+                 site: tuple[float, float] | None = None, severity: float = 1.0
+                 ) -> tuple[PartScene, np.ndarray, tuple[float, float]]:
     """Put ``defect`` on a defect-free scene, at ``site`` (row, col) or a site drawn from ``rng``.
 
-    ``pitch``: metres per pixel. Returns the defective scene, its ground
-    truth (H, W) bool and the site used. Raises ValueError for an unknown
-    defect or a part with no surface to put it on.
+    ``pitch``: metres per pixel. ``severity`` scales the defect's size and the
+    depth of its edit (height and albedo moved that fraction of the way), so a
+    line with severity < 1 has smaller, fainter defects drawn from the same
+    random numbers. Returns the defective scene, its ground truth (H, W) bool
+    and the site used. Raises ValueError for an unknown defect or a part with
+    no surface to put it on.
     """
     if defect not in _EDITS:
         raise ValueError(f"unknown defect {defect!r}; known: {', '.join(DEFECT_KINDS)}")
     if not (scene.height > 0).any():
         raise ValueError("the scene has no part to put a defect on")
     for _ in range(8):  # a site can land where the edit is invisible (e.g. a dent on a thin rim)
-        height, albedo, unmeasured, used = _EDITS[defect](scene, rng, pitch, site)
+        # the edits draw sizes in metres and divide them by the pitch: pitch / severity scales them all
+        height, albedo, unmeasured, used = _EDITS[defect](scene, rng, pitch / severity, site)
+        if severity != 1.0:
+            height = np.maximum(scene.height + severity * (height - scene.height), 0.0)
+            albedo = np.clip(scene.albedo + severity * (albedo - scene.albedo), 0.0, 1.0)
         no_measurement = scene.no_measurement if unmeasured is None else scene.no_measurement | unmeasured
         after = replace(
             scene,

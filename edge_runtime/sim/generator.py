@@ -86,9 +86,10 @@ def _rng(seed: int, class_name: str, part_index: int, stream: int) -> np.random.
 def _part_frame(spec: LineSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Part-frame coordinates (s, t) of every pixel, metres, under this part's pose jitter."""
     size, pitch = spec.image_size, spec.pixel_pitch
-    shift = rng.uniform(-1, 1, 2) * spec.pose_shift * size
-    angle = np.deg2rad(rng.uniform(-1, 1) * spec.pose_rotation)
-    scale = 1.0 + spec.size_jitter * rng.uniform(-1, 1)  # parts differ a little in size
+    v = spec.variation
+    shift = rng.uniform(-1, 1, 2) * spec.pose_shift * v * size
+    angle = np.deg2rad(rng.uniform(-1, 1) * spec.pose_rotation * v)
+    scale = 1.0 + spec.size_jitter * v * rng.uniform(-1, 1)  # parts differ a little in size
     centre = (size - 1) / 2.0
     v, u = np.mgrid[0:size, 0:size].astype(np.float32)
     x, y = (u - centre - shift[0]) * pitch / scale, (v - centre - shift[1]) * pitch / scale
@@ -97,8 +98,8 @@ def _part_frame(spec: LineSpec, rng: np.random.Generator) -> tuple[np.ndarray, n
 
 def _light(spec: LineSpec, rng: np.random.Generator) -> np.ndarray:
     """Unit vector towards this capture's light, camera frame (3,) float32."""
-    azimuth = np.deg2rad(spec.light_azimuth + rng.uniform(-15, 15))
-    elevation = np.deg2rad(min(spec.light_elevation + rng.uniform(-5, 5), 89.0))
+    azimuth = np.deg2rad(spec.light_azimuth + spec.variation * rng.uniform(-15, 15))
+    elevation = np.deg2rad(min(spec.light_elevation + spec.variation * rng.uniform(-5, 5), 89.0))
     return np.array(
         [np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth), -np.sin(elevation)], np.float32
     )
@@ -124,11 +125,13 @@ def part_scene(spec: LineSpec, part_index: int, seed: int) -> PartScene:
     size = spec.image_size
     part = part_layers(spec, *_part_frame(spec, rng), rng)
     rays = pixel_rays(size, spec.focal_px)
-    tilt = (spec.plane_tilt[0] + 0.004 * rng.standard_normal(), spec.plane_tilt[1] + 0.004 * rng.standard_normal())
+    v = spec.variation
+    tilt = (spec.plane_tilt[0] + 0.004 * v * rng.standard_normal(),
+            spec.plane_tilt[1] + 0.004 * v * rng.standard_normal())
     plane = plane_depth(rays, spec.camera_distance, tilt)
     light = _light(spec, rng)
     background = _background(spec, part, light, rng)
-    tint = (1.0 + 0.03 * rng.standard_normal()) * (1.0 + 0.01 * rng.standard_normal(3))
+    tint = (1.0 + 0.03 * v * rng.standard_normal()) * (1.0 + 0.01 * v * rng.standard_normal(3))
     albedo = background + (np.clip(part.albedo * tint.astype(np.float32), 0, 1) - background) * part.cover[..., None]
     unmeasured = grazing(points_from_depth(plane - part.height, rays)) | (rng.random((size, size)) < spec.dropout)
     return PartScene(
@@ -137,7 +140,7 @@ def part_scene(spec: LineSpec, part_index: int, seed: int) -> PartScene:
         plane_depth=plane,
         rays=rays,
         light=light,
-        light_gain=float(1.0 + rng.uniform(-0.08, 0.08)),
+        light_gain=float(1.0 + v * rng.uniform(-0.08, 0.08)),
         gloss=spec.gloss,
         depth_noise=spec.depth_noise * rng.standard_normal((size, size), dtype=np.float32),
         rgb_noise=spec.rgb_noise * rng.standard_normal((size, size, 3), dtype=np.float32),
@@ -149,7 +152,8 @@ def part_scene(spec: LineSpec, part_index: int, seed: int) -> PartScene:
 def _burst_site(spec: LineSpec, seed: int, burst: Burst) -> tuple[float, float]:
     """Where the burst's defect sits: the site drawn for it on the burst's first part."""
     scene = part_scene(spec, burst.start, seed)
-    return apply_defect(scene, burst.defect, _rng(seed, spec.class_name, burst.start, _DEFECT), spec.pixel_pitch)[2]
+    rng = _rng(seed, spec.class_name, burst.start, _DEFECT)
+    return apply_defect(scene, burst.defect, rng, spec.pixel_pitch, severity=spec.severity)[2]
 
 
 def defective_scene(spec: LineSpec, part_index: int, seed: int, defect: str | None,
@@ -160,10 +164,12 @@ def defective_scene(spec: LineSpec, part_index: int, seed: int, defect: str | No
     scene = part_scene(spec, part_index, seed)
     if burst is not None and burst.covers(part_index):
         rng = _rng(seed, spec.class_name, burst.start, _DEFECT)
-        return apply_defect(scene, burst.defect, rng, spec.pixel_pitch, _burst_site(spec, seed, burst))[:2]
+        return apply_defect(scene, burst.defect, rng, spec.pixel_pitch, _burst_site(spec, seed, burst),
+                            spec.severity)[:2]
     if defect is None:
         return scene, np.zeros(scene.height.shape, bool)
-    return apply_defect(scene, defect, _rng(seed, spec.class_name, part_index, _DEFECT), spec.pixel_pitch)[:2]
+    rng = _rng(seed, spec.class_name, part_index, _DEFECT)
+    return apply_defect(scene, defect, rng, spec.pixel_pitch, severity=spec.severity)[:2]
 
 
 def render_part(spec: LineSpec, part_index: int, seed: int, defect: str | None = None,

@@ -53,7 +53,12 @@ class LineSpec:
     The camera looks straight down from ``camera_distance`` above a plane
     tilted by ``plane_tilt`` (slopes dz/dx, dz/dy) and sees ``field_of_view``
     metres across; so one pixel is ``field_of_view / image_size`` metres.
-    ``palette`` is (base, secondary, accent) of the part.
+    ``palette`` is (base, secondary, accent) of the part. ``severity``
+    scales every defect's size and how far it departs from the part (1: as
+    drawn; 0.6: 0.6 times as wide and as deep or as contrasted); ``variation``
+    scales the part-to-part nuisance (pose, size, tint, light, table tilt).
+    Both make a line harder than the defaults, which are easier than many real
+    parts (docs/ABLATION.md, "Harder lines").
     """
 
     class_name: str
@@ -80,6 +85,8 @@ class LineSpec:
     pose_rotation: float = 5.0
     size_jitter: float = 0.03
     defects: tuple[str, ...] = DEFECTS
+    severity: float = 1.0
+    variation: float = 1.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -97,6 +104,10 @@ class LineSpec:
                      "size_jitter"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0")
+        if not 0 < self.severity <= 2:
+            problems.append(f"severity {self.severity} outside (0, 2]")
+        if not 0 <= self.variation <= 4:
+            problems.append(f"variation {self.variation} outside [0, 4]")
         if not 10 <= self.light_elevation <= 90:
             problems.append(f"light_elevation {self.light_elevation} outside [10, 90] degrees")
         unknown = [d for d in self.defects if d not in DEFECT_KINDS]
