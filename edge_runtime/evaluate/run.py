@@ -153,16 +153,6 @@ def run_replay(data: ClassData, combo: Combination, settings: InspectionSettings
     return (maps, scores, scored), logs
 
 
-def batch_on_replayed(data: ClassData, combo: Combination, settings: InspectionSettings, subset: int | None,
-                      seed: int, scored: np.ndarray) -> dict:
-    """Batch metrics of ``combo``'s modality on the parts a replay scored (``scored`` (N,) bool).
-
-    A replay leaves out the parts decided while its window was warming up, so it
-    is compared with batch on the same parts, not with batch on all of them."""
-    maps, scores, _ = run_batch(data, Combination(combo.modality, "batch"), settings, subset, seed)
-    return metrics_for(data, maps, scores, scored)
-
-
 def metrics_for(data: ClassData, maps: np.ndarray, scores: np.ndarray, scored: np.ndarray) -> dict:
     m = compute_metrics(data.labels[scored], scores[scored], data.gt[scored], maps[scored])
     m = {k: float(m[k]) for k in METRIC_KEYS}
@@ -315,6 +305,7 @@ def evaluate(dataset: str, root: str, classes: Sequence[str] | None, combos: Seq
         data = {name: extract_class(name, samples, extractor) for name, samples in
                 tqdm(found.items(), desc=f"{set_name} features", unit="class")}
         extract_s = time.perf_counter() - t0
+        batch_of = {}  # (class, modality) -> run_batch's result: the batch run's, and beside each replay
         for _, combo in tqdm([r for r in runs if r[0] == set_name], desc=f"{set_name} scoring", unit="run"):
             per_class, results, seconds, logs = {}, {}, {}, {}
             for name, d in data.items():
@@ -322,15 +313,19 @@ def evaluate(dataset: str, root: str, classes: Sequence[str] | None, combos: Seq
                 if prefix:
                     results[name] = run_baseline(d, combo, subset, seed)
                 elif combo.mode == "batch":
-                    results[name] = run_batch(d, combo, line_settings, subset, seed)
+                    results[name] = batch_of[name, combo.modality] = run_batch(d, combo, line_settings, subset, seed)
                 else:
                     results[name], logs[name] = run_replay(d, combo, line_settings, extractor)
                 seconds[name] = time.perf_counter() - t
                 per_class[name] = metrics_for(d, *results[name])
                 if name in logs:
                     per_class[name]["guard"] = guard_metrics(logs[name], d.labels, _systematic(d))
-                    per_class[name]["batch_same_parts"] = batch_on_replayed(
-                        d, combo, line_settings, subset, seed, results[name][2])
+                    # a replay leaves out the parts decided while its window warms up: batch on the same parts
+                    if (name, combo.modality) not in batch_of:
+                        batch_of[name, combo.modality] = run_batch(d, Combination(combo.modality, "batch"),
+                                                                   line_settings, subset, seed)
+                    maps, scores, _ = batch_of[name, combo.modality]
+                    per_class[name]["batch_same_parts"] = metrics_for(d, maps, scores, results[name][2])
             config = {"dataset": dataset, "root": str(root), "modality": combo.modality, "mode": combo.mode,
                       "window": combo.window, "subset": subset, "settings": extractor.settings.to_dict(),
                       "model": extractor.model_digest, "baseline": bool(prefix)}
