@@ -215,7 +215,7 @@ def apply_defect(scene: PartScene, defect: str, rng: np.random.Generator, pitch:
     for _ in range(8):  # a site can land where the edit is invisible (e.g. a dent on a thin rim)
         # the edits draw sizes in metres and divide them by the pitch: pitch / severity scales them all
         height, albedo, unmeasured, used = _EDITS[defect](scene, rng, pitch / severity, site)
-        if severity != 1.0:
+        if severity != 1.0:  # at 1 the edit as drawn, bit for bit (lines written before stay the same)
             height = np.maximum(scene.height + severity * (height - scene.height), 0.0)
             albedo = np.clip(scene.albedo + severity * (albedo - scene.albedo), 0.0, 1.0)
         no_measurement = scene.no_measurement if unmeasured is None else scene.no_measurement | unmeasured

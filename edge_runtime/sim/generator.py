@@ -86,10 +86,10 @@ def _rng(seed: int, class_name: str, part_index: int, stream: int) -> np.random.
 def _part_frame(spec: LineSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Part-frame coordinates (s, t) of every pixel, metres, under this part's pose jitter."""
     size, pitch = spec.image_size, spec.pixel_pitch
-    v = spec.variation
-    shift = rng.uniform(-1, 1, 2) * spec.pose_shift * v * size
-    angle = np.deg2rad(rng.uniform(-1, 1) * spec.pose_rotation * v)
-    scale = 1.0 + spec.size_jitter * v * rng.uniform(-1, 1)  # parts differ a little in size
+    spread = spec.variation
+    shift = rng.uniform(-1, 1, 2) * spec.pose_shift * spread * size
+    angle = np.deg2rad(rng.uniform(-1, 1) * spec.pose_rotation * spread)
+    scale = 1.0 + spec.size_jitter * spread * rng.uniform(-1, 1)  # parts differ a little in size
     centre = (size - 1) / 2.0
     v, u = np.mgrid[0:size, 0:size].astype(np.float32)
     x, y = (u - centre - shift[0]) * pitch / scale, (v - centre - shift[1]) * pitch / scale
@@ -125,13 +125,13 @@ def part_scene(spec: LineSpec, part_index: int, seed: int) -> PartScene:
     size = spec.image_size
     part = part_layers(spec, *_part_frame(spec, rng), rng)
     rays = pixel_rays(size, spec.focal_px)
-    v = spec.variation
-    tilt = (spec.plane_tilt[0] + 0.004 * v * rng.standard_normal(),
-            spec.plane_tilt[1] + 0.004 * v * rng.standard_normal())
+    spread = spec.variation
+    tilt = (spec.plane_tilt[0] + 0.004 * spread * rng.standard_normal(),
+            spec.plane_tilt[1] + 0.004 * spread * rng.standard_normal())
     plane = plane_depth(rays, spec.camera_distance, tilt)
     light = _light(spec, rng)
     background = _background(spec, part, light, rng)
-    tint = (1.0 + 0.03 * v * rng.standard_normal()) * (1.0 + 0.01 * v * rng.standard_normal(3))
+    tint = (1.0 + 0.03 * spread * rng.standard_normal()) * (1.0 + 0.01 * spread * rng.standard_normal(3))
     albedo = background + (np.clip(part.albedo * tint.astype(np.float32), 0, 1) - background) * part.cover[..., None]
     unmeasured = grazing(points_from_depth(plane - part.height, rays)) | (rng.random((size, size)) < spec.dropout)
     return PartScene(
@@ -140,7 +140,7 @@ def part_scene(spec: LineSpec, part_index: int, seed: int) -> PartScene:
         plane_depth=plane,
         rays=rays,
         light=light,
-        light_gain=float(1.0 + v * rng.uniform(-0.08, 0.08)),
+        light_gain=float(1.0 + spread * rng.uniform(-0.08, 0.08)),
         gloss=spec.gloss,
         depth_noise=spec.depth_noise * rng.standard_normal((size, size), dtype=np.float32),
         rgb_noise=spec.rgb_noise * rng.standard_normal((size, size, 3), dtype=np.float32),
