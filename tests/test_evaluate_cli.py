@@ -51,6 +51,20 @@ def test_2d_alone_scores_as_a_2d_only_line(evaluated):
     assert doc["config"]["settings"]["modalities"] == ["2d"] and doc["config"]["model"] != fused["config"]["model"]
 
 
+def test_single_modality_runs_score_as_the_baseline_does(tmp_path):
+    """A line that scores 2D or 3D alone takes the baseline's rule (docs/ABLATION.md): the same
+    scores on every part, so the single-modality means can never fall below it."""
+    write_line(tmp_path / "lines", "cookie", n_parts=12, defect_rate=0.34, seed=3)
+    out = tmp_path / "eval"
+    assert cli(["eval", "--root", str(tmp_path / "lines"), "--modality", "2d", "3d", "--mode", "batch",
+                "--overlays", "0", "--baseline", "--out", str(out)]) == 0
+    for run in ("2d_batch", "3d_batch"):
+        ours, base = _scores_csv(out / run / "scores.csv"), _scores_csv(out / f"baseline_{run}" / "scores.csv")
+        assert len(ours) == 12 and sum(label for label, _, _ in ours.values()) >= 3
+        assert ours.keys() == base.keys()
+        assert all(ours[k][1] == pytest.approx(base[k][1], abs=1e-6) for k in ours), run
+
+
 def test_baseline_is_scored_on_the_same_parts_and_reported_beside_each_run(evaluated):
     summary = (evaluated / "summary.md").read_text()
     for run in ("2d_batch", "3d_batch", "2d+3d_batch"):

@@ -7,7 +7,7 @@ import pytest
 from edge_runtime.inspection.maps import fuse_maps, fusion_scale, part_maps
 from edge_runtime.inspection.part import PartFeatures
 from edge_runtime.inspection.pool import distance_scores, pool_distances, score_distances
-from edge_runtime.inspection.settings import PAPER, STAGES_2D_ALONE, InspectionSettings
+from edge_runtime.inspection.settings import GROUPS, GROUPS_3D_ALONE, PAPER, STAGES_2D_ALONE, InspectionSettings
 from edge_runtime.scoring import l2_normalize
 
 GRID, G, S = (4, 4), 12, 16
@@ -89,9 +89,13 @@ def test_scoring_switches_change_the_profile_digest():
         assert dataclasses.replace(base, **change).digest() != base.digest()
 
 
-def test_a_2d_only_line_has_its_own_stages_and_scores_2d_by_its_maximum():
+def test_a_single_modality_line_has_its_own_defaults_and_scores_by_its_maximum():
     alone, both = InspectionSettings(modalities=("2d",)), InspectionSettings()
     assert alone.default_stages() == STAGES_2D_ALONE and both.default_stages() is None
-    assert not alone.rescores("2d") and both.rescores("3d") and both.rescores("fused")
-    assert InspectionSettings(**PAPER).rescores("2d")  # MuSc-V2 re-scores 2D too
-    assert not InspectionSettings(rscon=False, rscon_2d=True).rescores("2d")
+    assert InspectionSettings(modalities=("3d",)).centres() == GROUPS_3D_ALONE and both.centres() == GROUPS
+    assert InspectionSettings(modalities=("3d",), encoder_3d="models/pmae/manifest.json").centres() == GROUPS
+    assert InspectionSettings(modalities=("3d",), groups=512).centres() == 512
+    # RsCon re-scores the fused score; a single modality's is its map maximum (on any line)
+    assert both.rescores("fused") and not any(s.rescores(k) for s in (alone, both) for k in ("2d", "3d"))
+    assert all(InspectionSettings(**PAPER).rescores(k) for k in ("2d", "3d", "fused"))  # MuSc-V2 re-scores all
+    assert not InspectionSettings(rscon=False, rscon_alone=True).rescores("3d")

@@ -258,7 +258,8 @@ def _metrics(cache: ClassCache, maps: np.ndarray, scores: np.ndarray) -> dict:
 def score_variant(cache: ClassCache, v: Variant) -> dict[str, dict]:
     """{"2d" | "3d" | "fused": {"auroc", "aupro", per kind auroc}} of one class under ``v``."""
     parts, dist = pool_of(cache, v)
-    settings = InspectionSettings(interval=v.interval, cae=v.cae, rscon=v.rscon,
+    # A row's RsCon re-scores every image score, single modalities too, as when the tables were recorded
+    settings = InspectionSettings(interval=v.interval, cae=v.cae, rscon=v.rscon, rscon_alone=v.rscon,
                                   fusion="sum" if v.fusion == "minmax" else v.fusion)
     # Without CAE the fused run's 2D and 3D entries are the single modalities; with it they are enhanced.
     single = score_distances(parts, dist, replace(settings, cae=False))
@@ -278,7 +279,7 @@ def score_variant(cache: ClassCache, v: Variant) -> dict[str, dict]:
 OLD = Variant()  # the embedded defaults before this ablation
 _D = InspectionSettings()
 # The embedded defaults as they are now (InspectionSettings and the catalogue's stages).
-NEW = Variant(stages=encoder_spec(DEFAULT_2D_ENCODER).default_layers, r2=_D.r_list, cloud=Cloud3D(_D.groups),
+NEW = Variant(stages=encoder_spec(DEFAULT_2D_ENCODER).default_layers, r2=_D.r_list, cloud=Cloud3D(_D.centres()),
               group_size=_D.group_size, radii=_D.fpfh_radii, r3=_D.r_list_3d, cae=_D.cae, rscon=_D.rscon,
               fusion=_D.fusion, interval=_D.interval)
 BASE = Variant(stages=(1, 2, 3), r2=(1,), cloud=Cloud3D(784), r3=(1,), cae=False, rscon=False, fusion="minmax")

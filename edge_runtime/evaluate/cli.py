@@ -25,7 +25,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--encoder2d", default="default", help="2D encoder manifest (default: EfficientNet-Lite0)")
     ap.add_argument("--encoder3d", default="fpfh", help="3D encoder manifest, or fpfh (weight-free)")
     ap.add_argument("--image-size", type=int, default=224)
-    ap.add_argument("--groups", type=int, default=InspectionSettings.groups, help="3D group centres per part")
+    ap.add_argument("--groups", type=int, default=InspectionSettings.groups,
+                    help="3D group centres per part (default: the line's, InspectionSettings.centres)")
     ap.add_argument("--group-size", type=int, default=InspectionSettings.group_size)
     ap.add_argument("--pooling-3d", choices=["channel", "reference"], default="channel",
                     help="3D aggregation pooling: per channel, or as the official code (for reproducing its tables)")

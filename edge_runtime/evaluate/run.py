@@ -288,15 +288,16 @@ def evaluate(dataset: str, root: str, classes: Sequence[str] | None, combos: Seq
         raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(READERS)}")
     found = READERS[dataset](root, classes)
     # Feature sets: name -> (output prefix, the settings its runs score with, their extractor).
-    # A 2D-alone run scores as a 2D-only line would, whose defaults differ (default_stages,
-    # rescores): where the line also has 3D, it gets features of its own.
+    # A single-modality run scores as a line of that modality alone would, whose defaults differ
+    # (default_stages, centres): where the line has both, it gets features of its own.
     sets = {"musc-edge": ("", settings, FeatureExtractor.from_settings(settings))}
-    if "3d" in settings.modalities and any(c.modalities == ("2d",) for c in combos):
-        alone = dataclasses.replace(settings, modalities=("2d",))
-        sets["musc-edge 2d"] = ("", alone, FeatureExtractor.from_settings(alone))
+    for m in settings.modalities if len(settings.modalities) == 2 else ():
+        if any(c.modalities == (m,) for c in combos):
+            alone = dataclasses.replace(settings, modalities=(m,))
+            sets[f"musc-edge {m}"] = ("", alone, FeatureExtractor.from_settings(alone))
     if baseline:
         sets["baseline"] = ("baseline_", BASELINE, _baseline_extractor(settings))
-    runs = [("musc-edge 2d" if c.modalities == ("2d",) and "musc-edge 2d" in sets else "musc-edge", c) for c in combos]
+    runs = [(f"musc-edge {c.modality}" if f"musc-edge {c.modality}" in sets else "musc-edge", c) for c in combos]
     runs += [("baseline", c) for c in combos if baseline and c.mode == "batch"]
     out = Path(out)
     docs = {}

@@ -136,9 +136,9 @@ class FeatureExtractor:
         """
         s = self.settings
         if self.engine_3d is None and max(s.r_list_3d) == 1:
-            centre_idx = pointcloud.farthest_point_sampling(points, s.groups)
+            centre_idx = pointcloud.farthest_point_sampling(points, s.centres())
             return centre_idx, points[centre_idx], np.zeros(len(centre_idx), np.float32), None
-        groups = pointcloud.group_cloud(points, s.groups, s.group_size, ipg=self.engine_3d is not None)
+        groups = pointcloud.group_cloud(points, s.centres(), s.group_size, ipg=self.engine_3d is not None)
         return groups.centre_idx, groups.centres, groups.curvature, groups.neighbourhood
 
     def _extract_3d(self, xyz: np.ndarray, latency: dict) -> tuple[np.ndarray, dict]:
@@ -154,11 +154,12 @@ class FeatureExtractor:
         except ValueError as exc:  # empty foreground, no plane on the border, ...
             raise InspectionError("cloud", f"xyz: {exc}") from exc
         points, pixel_index = pointcloud.organized_to_flat(organized)
-        if len(points) < max(s.groups, s.group_size):
+        need = max(s.centres(), s.group_size)
+        if len(points) < need:
             raise InspectionError(
                 "empty_foreground" if len(points) == 0 else "sparse_cloud",
                 f"{len(points)} foreground points after preprocessing; the line needs at least "
-                f"{max(s.groups, s.group_size)} ({s.groups} groups of {s.group_size})",
+                f"{need} ({s.centres()} groups of {s.group_size})",
             )
         points, _, _ = pointcloud.normalize_points(points)
         centre_idx, centres, curvature, neighbourhood = self._groups(points)

@@ -23,6 +23,12 @@ FUSIONS = ("sum", "window")
 # encoder at strides 4/8/16, whose finer maps localise better (2D AUPRO +1.0 over 32 lines); with
 # 3D the catalogue's strides 8/16/32 fuse better with FPFH (stride 4 costs 2D+3D AUPRO on 29 of 32).
 STAGES_2D_ALONE = (1, 2, 3)
+# 3D centres per part. A line with 2D takes 1024 (the fused defaults were measured with them). A
+# line that scores 3D alone with FPFH takes the baseline's 784, scored by the map maximum: the one
+# 3D rule never below the baseline on a set; 1024 centres are 1 point above it on average, below
+# it on 3 of 10 sets, at the same cost (docs/ABLATION.md, "A 3D-only line").
+GROUPS = 1024
+GROUPS_3D_ALONE = 784
 
 # The TOML sections of a line profile that map onto settings fields.
 _SECTIONS = ("line", "encoders", "scoring", "pointcloud", "threshold", "output", "guard", "alerts")
@@ -44,10 +50,11 @@ class InspectionSettings:
     r_list / r_list_3d: SNAMD degrees of the 2D patches / 3D centres ((1,) = none).
     fpfh_radii: FPFH layer radii (relative to the unit-radius cloud), one per 2D layer.
     cae: cross-modal anomaly enhancement for 2D+3D; rscon: re-scoring with a
-    constrained neighbourhood of the 3D and fused image scores (off: the image
-    score is the map maximum); rscon_2d: RsCon on 2D-alone scores too, as
+    constrained neighbourhood of the fused image scores (off: the image score
+    is the map maximum); rscon_alone: RsCon on single-modality scores too (a
+    line that scores 2D or 3D alone, or a part decided on one modality), as
     MuSc-V2 does (off by default: on CNN stages it is worth -0.1 to -0.3 points
-    of 2D AUROC, where it adds 1.8 in 3D; docs/ABLATION.md).
+    of 2D AUROC, on FPFH -1.7 to +1.8 of 3D; docs/ABLATION.md).
     fusion: how 2D and 3D maps are summed: "sum" as they are (MuSc-V2), or
     "window" each put on the scale of the window itself first ((map - floor) /
     (peak - floor), floor and peak the window's median patch score and median
@@ -79,7 +86,7 @@ class InspectionSettings:
     fpfh_radii: tuple[float, ...] = (0.025, 0.05, 0.1)
     cae: bool = True
     rscon: bool = True
-    rscon_2d: bool = False
+    rscon_alone: bool = False
     fusion: str = "window"
     pooling_3d: str = "channel"
     window: int = 64
@@ -89,7 +96,7 @@ class InspectionSettings:
     match_radius: int | None = None
     device: str = "cpu"
     k_list: tuple[int, ...] = (1, 7)
-    groups: int = 1024
+    groups: int | None = None
     group_size: int = 64
     remove_plane: bool = True
     plane_distance: float = 0.005
@@ -119,7 +126,7 @@ class InspectionSettings:
             raise ValueError(f"r_list_3d must hold degrees >= 1, got {self.r_list_3d}")
         if not self.fpfh_radii or any(not 0 < r <= 1 for r in self.fpfh_radii) or list(self.fpfh_radii) != sorted(set(self.fpfh_radii)):
             raise ValueError(f"fpfh_radii must be increasing radii in (0, 1], got {self.fpfh_radii}")
-        for name in ("cae", "rscon", "rscon_2d"):
+        for name in ("cae", "rscon", "rscon_alone"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.fusion not in FUSIONS:
@@ -141,7 +148,7 @@ class InspectionSettings:
         parse_device(self.device)
         if not self.k_list or any(k < 1 for k in self.k_list):
             raise ValueError(f"k_list must hold positive neighbour counts, got {self.k_list}")
-        if self.groups < 8 or self.group_size < 8:
+        if self.centres() < 8 or self.group_size < 8:
             raise ValueError(f"groups and group_size must be >= 8, got {self.groups}, {self.group_size}")
         if self.plane_distance <= 0:
             raise ValueError(f"plane_distance must be > 0 metres, got {self.plane_distance}")
@@ -180,7 +187,14 @@ class InspectionSettings:
 
     def rescores(self, key: str) -> bool:
         """Whether RsCon re-scores the image scores of ``key`` ("2d", "3d" or "fused")."""
-        return self.rscon and (key != "2d" or self.rscon_2d)
+        return self.rscon and (key == "fused" or self.rscon_alone)
+
+    def centres(self) -> int:
+        """3D centres per part: ``groups``, or where that is None the line's default
+        (GROUPS_3D_ALONE on a line that scores 3D alone with FPFH, else GROUPS)."""
+        if self.groups is not None:
+            return self.groups
+        return GROUPS_3D_ALONE if self.modalities == ("3d",) and self.encoder_3d == "fpfh" else GROUPS
 
     def default_stages(self) -> tuple[int, ...] | None:
         """Stages of the default 2D encoder for this line: STAGES_2D_ALONE when it scores 2D
@@ -198,5 +212,5 @@ class InspectionSettings:
 
 # MuSc-V2's own choices where the embedded defaults differ (`musc-edge eval --preset paper`):
 # SNAMD at degrees 1/3/5 in both modalities, CAE, RsCon (2D too), maps summed as they are.
-PAPER: dict = {"r_list": (1, 3, 5), "r_list_3d": (1, 3, 5), "cae": True, "rscon": True, "rscon_2d": True,
+PAPER: dict = {"r_list": (1, 3, 5), "r_list_3d": (1, 3, 5), "cae": True, "rscon": True, "rscon_alone": True,
                "fusion": "sum"}
