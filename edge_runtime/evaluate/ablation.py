@@ -36,7 +36,7 @@ from edge_runtime.evaluate.baseline import minmax_fusion
 from edge_runtime.evaluate.metrics import aupro, image_auroc
 from edge_runtime.inspection.part import PartFeatures
 from edge_runtime.inspection.pool import score_distances
-from edge_runtime.inspection.settings import InspectionSettings
+from edge_runtime.inspection.settings import GROUPS_3D_ALONE, InspectionSettings
 from edge_runtime.scoring import aggregate_2d, aggregate_3d, idw_weights, l2_normalize, point_to_patch
 
 STAGES = (1, 2, 3, 4, 5)  # exported once; a configuration picks three
@@ -282,7 +282,7 @@ _D = InspectionSettings()
 NEW = Variant(stages=encoder_spec(DEFAULT_2D_ENCODER).default_layers, r2=_D.r_list, cloud=Cloud3D(_D.centres()),
               group_size=_D.group_size, radii=_D.fpfh_radii, r3=_D.r_list_3d, cae=_D.cae, rscon=_D.rscon,
               fusion=_D.fusion, interval=_D.interval)
-BASE = Variant(stages=(1, 2, 3), r2=(1,), cloud=Cloud3D(784), r3=(1,), cae=False, rscon=False, fusion="minmax")
+BASE = Variant(stages=(1, 2, 3), r2=(1,), cloud=Cloud3D(GROUPS_3D_ALONE), r3=(1,), cae=False, rscon=False, fusion="minmax")
 
 
 def variants() -> dict[str, Variant]:

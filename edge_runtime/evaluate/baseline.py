@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_runtime.inspection.settings import InspectionSettings
+from edge_runtime.inspection.settings import GROUPS_3D_ALONE, InspectionSettings
 
 BASELINE_STAGES = (1, 2, 3)
-BASELINE = InspectionSettings(r_list=(1,), r_list_3d=(1,), groups=784, fpfh_radii=(0.025, 0.05, 0.1),
+BASELINE = InspectionSettings(r_list=(1,), r_list_3d=(1,), groups=GROUPS_3D_ALONE, fpfh_radii=(0.025, 0.05, 0.1),
                               cae=False, rscon=False, fusion="sum")
 
 
