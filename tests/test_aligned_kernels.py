@@ -27,7 +27,7 @@ def test_grid_kernel_equals_the_batch_rule(seed, grid, radius, refs, budget, wor
     cells = np.arange(l)
     expect = aligned_min_distances(z[0], cells, z[1:], np.broadcast_to(cells, (refs, l)), grid, radius)
     right = augment(z[1:], "right")
-    got = distances(*grid_squared_min_distances(augment(z[0], "left"), right.transpose(1, 0, 2), grid, radius,
+    got = distances(*grid_squared_min_distances(augment(z[0], "left"), right.transpose(1, 2, 0), grid, radius,
                                                 budget, workers))
     for g, e in zip(got, expect):
         np.testing.assert_allclose(g, e, atol=1e-5)

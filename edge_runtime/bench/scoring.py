@@ -144,7 +144,8 @@ def _aligned_cases(z: np.ndarray, radius: int, centres: int, rng: np.random.Gene
     if side * side != l:
         raise ValueError(f"--radius needs a square patch grid, got L={l}")
     grid = (side, side)
-    left, by_cell = augment(z[0], "left"), augment(z[1:], "right").transpose(1, 0, 2)
+    # the references as the window keeps them for aligned 2D: each cell's (C + 2, N) block contiguous
+    left, by_cell = augment(z[0], "left"), np.ascontiguousarray(augment(z[1:], "right").transpose(1, 2, 0))
     z3 = l2_normalize(rng.standard_normal((n1, centres, c), dtype=np.float32))
     left3, right3 = augment(z3[0], "left"), augment(z3[1:], "right")
     cells = np.stack([_disc_cells(rng, centres, side) for _ in range(n1)])
