@@ -78,7 +78,7 @@ class LineWindow:
         self._parts: list[PartFeatures | None] = [None] * self.slots
         # modality -> (n_layers, slots, L, C + 2) float32 (on the window's device): members' features,
         # augmented once on arrival so each later arrival reads this contiguous buffer; aligned 2D keeps
-        # them (n_layers, L, C + 2, slots), each cell's references one block (see _by_cell)
+        # them (n_layers, L, C + 2, slots), each cell's references one block (read through _members)
         self._right: dict = {}
         self._rows: dict = {}  # modality -> (n_layers, slots, L, slots) float32, same device
         # modality -> per layer, channels beyond which every part stored so far is zero (never lowered):
@@ -196,12 +196,7 @@ class LineWindow:
             order = np.argsort(cells, kind="stable")
             self._cells3[slot], self._order3[slot] = cells[order], order
             z = z[order]
-        right = self._right[modality]
-        augmented = augment(z.transpose(1, 0, 2), "right", self._xp)  # (n_layers, L, C + 2)
-        if self._by_cell(modality):
-            right[..., slot] = augmented
-        else:
-            right[:, slot] = augmented
+        self._members(modality)[:, slot] = augment(z.transpose(1, 0, 2), "right", self._xp)
         widths = self._width.setdefault(modality, [0] * z.shape[1])
         widths[:] = [max(w, active_width(z[:, layer])) for layer, w in enumerate(widths)]
 
@@ -209,7 +204,7 @@ class LineWindow:
         """Aligned 3D matching against the members in ``slots``: where each centre goes (the same for every layer)."""
         if cells is None or modality != "3d" or not slots.size:
             return None
-        return cell_layout(cells, self._cells3, self._grid, self.match_radius, self._right[modality].shape[-1], slots)
+        return cell_layout(cells, self._cells3, self._grid, self.match_radius, self._members(modality).shape[-1], slots)
 
     def _distances(self, modality: str, z: np.ndarray, cells: np.ndarray | None, layer: int,
                    slots: np.ndarray, layout: CellLayout | None = None) -> tuple:
@@ -217,16 +212,16 @@ class LineWindow:
 
         Global matching on the window's device; with cells (aligned matching) on the host, 3D by ``layout``.
         """
-        xp, right = self._xp, self._right[modality][layer]
+        xp, right = self._xp, self._members(modality)[layer]
         if xp is np:  # members and z are zero beyond width: those channels add nothing (the kernels take views)
             width = max(self._width[modality][layer], active_width(z))
-            z = z[:, :width]
-            right = right[:, : 2 + width] if self._by_cell(modality) else right[..., : 2 + width]
+            z, right = z[:, :width], right[..., : 2 + width]
         left = augment(z, "left", xp)
         if cells is None:
             return distances(*squared_min_distances(left, right, slots, self.budget, xp=xp), xp=xp)
         if modality == "2d":  # one patch per cell: exactly the pairs in range, every slot at once (no copy)
-            to_refs, from_refs = grid_squared_min_distances(left, right, self._grid, self.match_radius, self.budget)
+            to_refs, from_refs = grid_squared_min_distances(left, right.transpose(1, 2, 0), self._grid,
+                                                            self.match_radius, self.budget)
             return distances(to_refs[:, slots], from_refs[slots])
         to_refs, stored = cell_squared_min_distances(left, right, layout, self.budget)
         fill_unmatched(to_refs, stored, left, lambda j: right[slots[j]])
@@ -234,10 +229,15 @@ class LineWindow:
         np.put_along_axis(from_refs, self._order3[slots], stored, axis=1)
         return distances(to_refs, from_refs)
 
+    def _members(self, modality: str):
+        """``modality``'s augmented members as (n_layers, slots, L, C + 2), a view of how they are kept:
+        aligned 2D keeps them cell by cell, (n_layers, L, C + 2, slots), so its per-cell products each read
+        one contiguous (C + 2, slots) block, about 2x faster at 33-128 channels than the slots' rows strided
+        a whole part apart (docs/ARCHITECTURE.md)."""
+        right = self._right[modality]
+        return right.transpose(0, 3, 1, 2) if self._by_cell(modality) else right
+
     def _by_cell(self, modality: str) -> bool:
-        """Whether ``modality``'s references are kept cell by cell, (n_layers, L, C + 2, slots): aligned 2D,
-        whose per-cell products then read one contiguous (C + 2, slots) block each, about 2x faster at
-        33-128 channels than the slots' rows strided a whole part apart (docs/ARCHITECTURE.md)."""
         return self.match_radius is not None and modality == "2d"
 
     def _cells(self, modality: str, features: PartFeatures) -> np.ndarray | None:
@@ -264,18 +264,15 @@ class LineWindow:
 
     def _check_shape(self, modality: str, z: np.ndarray) -> None:
         l, n_layers, c = z.shape
-        by_cell = self._by_cell(modality)
         if modality not in self._right:
             xp = self._xp
-            shape = (n_layers, l, c + 2, self.slots) if by_cell else (n_layers, self.slots, l, c + 2)
+            shape = (n_layers, l, c + 2, self.slots) if self._by_cell(modality) else (n_layers, self.slots, l, c + 2)
             with on_device(xp, self.device):
                 self._right[modality] = xp.zeros(shape, dtype=xp.float32)
                 self._rows[modality] = xp.full((n_layers, self.slots, l, self.slots), np.inf, dtype=xp.float32)
-            return
-        have = self._right[modality].shape
-        have = (have[1], have[0], have[2] - 2) if by_cell else (have[2], have[0], have[3] - 2)
-        if z.shape != have:
-            raise ValueError(f"{modality} features of shape {z.shape} do not match the window's {have}")
+        elif (n_layers, l, c + 2) != (self._members(modality).shape[0],) + self._members(modality).shape[2:]:
+            have = self._members(modality).shape
+            raise ValueError(f"{modality} features of shape {z.shape} do not match the window's {(have[2], have[0], have[3] - 2)}")
 
     def references(self, part: str) -> np.ndarray:
         """Slots of ``part``'s references (every reference but itself, oldest first)."""
