@@ -186,3 +186,22 @@ def test_kernels_in_several_threads_restore_the_blas_thread_count():
             w.join()
         assert all(n == 1 for n in blas_threads())  # the outer user still holds the limit
     assert blas_threads() == before
+
+
+@pytest.mark.parametrize("l2, rows, workers", [(1024, 300, 1), (1024, 1024, 2), (784, 100, 2), (37, 8, 1)])
+def test_tiled_minima_equal_the_whole_block(l2, rows, workers):
+    """The fused kernel (padded tile rows, partial last tiles, selected references, threads) equals the
+    minima of the whole distance block."""
+    from edge_runtime.scoring import augment
+    from edge_runtime.scoring.tiles import distance_tile, squared_min_distances
+
+    rng = np.random.default_rng(l2 + rows)
+    query, refs = rng.normal(size=(1000, 35)).astype(np.float32), rng.normal(size=(5, l2, 35)).astype(np.float32)
+    left, right = augment(query, "left"), augment(refs, "right")
+    select = np.array([3, 0, 4])
+    block = np.einsum("pd,jqd->jpq", left.astype(np.float64), right[select].astype(np.float64))
+    to_refs, from_refs = squared_min_distances(left, right, select, budget=4 * l2 * rows, workers=workers)
+    np.testing.assert_allclose(to_refs, block.min(axis=2).T, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(from_refs, block.min(axis=1), rtol=1e-4, atol=1e-3)
+    tile = distance_tile(rows, l2)
+    assert tile.shape == (rows, l2) and tile.strides[0] % 4096 != 0  # rows never 4 KiB apart

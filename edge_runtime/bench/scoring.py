@@ -29,7 +29,13 @@ from tqdm import tqdm
 
 from edge_runtime.bench.report import write_report
 from edge_runtime.scoring import augment, l2_normalize
-from edge_runtime.scoring.tiles import DEFAULT_BUDGET, default_workers, one_blas_thread, squared_min_distances
+from edge_runtime.scoring.tiles import (
+    DEFAULT_BUDGET,
+    default_workers,
+    distance_tile,
+    one_blas_thread,
+    squared_min_distances,
+)
 
 TARGET = 1 / 1.3  # fused within 1.3x of its GEMM time
 ALIGNED_COLUMNS = ["aligned_ms", "aligned_speedup", "fused3d_ms", "aligned3d_ms", "aligned3d_speedup",
@@ -64,7 +70,7 @@ def gemm_bound(left: np.ndarray, right: np.ndarray, workers: int, budget: int):
 
     def tiles():
         def work(w):
-            tile = np.empty((rows, l2), np.float32)
+            tile = distance_tile(rows, l2)
             for j in range(w, m, workers):
                 for s in range(0, left.shape[0], rows):
                     np.matmul(left[s : s + rows], right[j].T, out=tile[: min(rows, left.shape[0] - s)])
