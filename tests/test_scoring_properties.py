@@ -22,7 +22,7 @@ FAST = settings(max_examples=25, deadline=None)
 @FAST
 @given(seed=st.integers(0, 2**31), n=st.integers(1, 300), levels=st.sampled_from([3, 50, 0]))
 def test_stable_order_is_the_stable_argsort(seed, n, levels):
-    from edge_runtime.scoring.cross_modal import stable_order
+    from edge_runtime.scoring._order import stable_order
 
     rng = np.random.default_rng(seed)
     x = rng.normal(size=n).astype(np.float32)
@@ -30,6 +30,17 @@ def test_stable_order_is_the_stable_argsort(seed, n, levels):
         x = np.round(x * levels) / levels
     x[rng.random(n) < 0.1] = -0.0  # ties between -0.0 and 0.0 as well
     x[rng.random(n) < 0.05] = np.inf
+    np.testing.assert_array_equal(stable_order(x), np.argsort(x, kind="stable"))
+
+
+def test_stable_order_of_a_window_sized_array_with_neighbouring_floats():
+    """Values one ulp apart (equal high halves of the key), ties and signs, at CAE's sizes (R x L)."""
+    from edge_runtime.scoring._order import stable_order
+
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=700).astype(np.float32)
+    x = np.concatenate([base, np.nextafter(base, np.float32(np.inf)), -base, base[::-1], np.zeros(50, np.float32)])
+    x = np.tile(x, 30)[rng.permutation(30 * x.size)]
     np.testing.assert_array_equal(stable_order(x), np.argsort(x, kind="stable"))
 
 

@@ -27,6 +27,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
+from edge_runtime.scoring._order import lexicographic_order
 from edge_runtime.scoring.tiles import (
     DEFAULT_BUDGET,
     NORM_COLUMN,
@@ -109,17 +110,6 @@ class CellLayout(NamedTuple):
     first: np.ndarray  # per group cell, its rank-0 rows' references j as j L (their row of to_refs (M', L) flat)
 
 
-def _lexicographic_order(*keys: np.ndarray) -> np.ndarray:
-    """The stable order sorting by keys[0], then keys[1], ... (small non-negative ints): one stable pass per key
-    from the last, each in the narrowest dtype (16-bit keys sort by radix)."""
-    order = None
-    for key in reversed(keys):
-        k = key if order is None else key[order]
-        step = np.argsort(k.astype(np.min_scalar_type(int(k.max(initial=0)))), kind="stable")
-        order = step if order is None else order[step]
-    return order
-
-
 def _positions(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(K,) non-negative counts -> (owner, index) of each of their sum(counts) slots: slot i is index-th of owner's."""
     owner = np.repeat(np.arange(counts.size), counts)
@@ -142,14 +132,14 @@ def cell_layout(left_cells: np.ndarray, ref_cells: np.ndarray, grid: tuple[int, 
     select = np.arange(ref_cells.shape[0]) if select is None else np.asarray(select, dtype=np.int64)
     m, l2, l = select.size, ref_cells.shape[1], len(left_cells)
     cell = ref_cells[select].ravel()
-    by_cell = _lexicographic_order(cell)  # items come reference by reference: sorted by (cell, reference, item)
+    by_cell = lexicographic_order(cell)  # items come reference by reference: sorted by (cell, reference, item)
     counts = np.bincount(cell * m + np.repeat(np.arange(m), l2), minlength=hw * m)  # per (cell, reference)
     run_start = np.cumsum(counts) - counts  # its first item in by_cell
     depth = int(counts.max(initial=1))
     # Per cell its references, most items first: rank k's rows (the (k + 1)-th items) are then the first
     # nk[c, k] of rank 0's, so a reference's minimum over its items is a few slice minima. One key (cell, then
     # fewer items), so one radix pass while it fits 16 bits; ranked[c, p]: the (cell, reference) run
-    ranked = _lexicographic_order(np.repeat(np.arange(hw) * (depth + 1), m) + depth - counts).reshape(hw, m)
+    ranked = lexicographic_order(np.repeat(np.arange(hw) * (depth + 1), m) + depth - counts).reshape(hw, m)
     have = counts[ranked]  # (H W, M') non-increasing per cell
     per_count = np.bincount((np.arange(hw)[:, None] * (depth + 1) + have).ravel(), minlength=hw * (depth + 1))
     nk = np.cumsum(per_count.reshape(hw, depth + 1)[:, ::-1], axis=1)[:, -2::-1]  # (H W, depth): refs with > k
@@ -159,13 +149,13 @@ def cell_layout(left_cells: np.ndarray, ref_cells: np.ndarray, grid: tuple[int, 
     ny, nx = y[:, None, None] + off[None, :, None], x[:, None, None] + off[None, None, :]
     inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
     around = (ny * w + nx)[inside]
-    by_around = _lexicographic_order(around)
+    by_around = lexicographic_order(around)
     query = np.broadcast_to(np.arange(l)[:, None, None], inside.shape)[inside][by_around]
     query_start = np.searchsorted(around[by_around], np.arange(hw + 1))
     near = np.diff(query_start)
     # Groups: cells sorted by query items, then reference items, so a group's cells pad little
     busy = np.flatnonzero((nk[:, 0] > 0) & (near > 0))
-    busy = busy[_lexicographic_order(near[busy], have[busy].sum(axis=1))]
+    busy = busy[lexicographic_order(near[busy], have[busy].sum(axis=1))]
     starts = np.arange(0, busy.size, group)
     ranks = np.maximum.reduceat(nk[busy], starts, axis=0) if busy.size else np.zeros((0, depth), np.int64)
     width = np.maximum.reduceat(near[busy], starts) if busy.size else np.zeros(0, np.int64)
