@@ -136,3 +136,15 @@ def test_replay_runs_the_guard_on_a_burst_line_and_draws_it(tmp_path):
     rows = (out / "scores.csv").read_text().splitlines()
     assert rows[0].endswith(",verdict,threshold,reference,alerts") and len(rows) == 37
     assert (out / "timeline" / "tile.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_surface_normals_as_the_3d_encoder(tmp_path):
+    """--encoder3d normals: the cloud's normals through the 2D encoder, in batch and in a replay."""
+    write_line(tmp_path / "lines", "tile", n_parts=16, defect_rate=0.25, seed=4)
+    out = tmp_path / "eval"
+    assert cli(["eval", "--root", str(tmp_path / "lines"), "--modality", "3d", "2d+3d", "--mode", "batch", "replay",
+                "--window", "10", "--encoder3d", "normals", "--overlays", "0", "--out", str(out)]) == 0
+    for run in ("3d_batch", "2d+3d_batch", "2d+3d_replay_w10"):
+        doc = json.loads((out / run / "metrics.json").read_text())
+        assert doc["config"]["settings"]["encoder_3d"] == "normals" and doc["config"]["model"].endswith("+normals")
+        assert 0.0 <= doc["mean"]["image_auroc"] <= 1.0 and doc["classes"]["tile"]["parts_scored"] > 0

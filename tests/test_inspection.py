@@ -1,4 +1,4 @@
-"""LineInspector on simulated parts with the real default encoders (ONNX Runtime + FPFH)."""
+"""LineInspector on simulated parts with the real default encoders (ONNX Runtime + FPFH; surface normals too)."""
 import dataclasses
 
 import numpy as np
@@ -157,3 +157,52 @@ def test_bad_frames_raise_inspection_errors_naming_the_problem(parts, extractor)
     inspector.inspect("good", 1, p.rgb, p.xyz)
     with pytest.raises(InspectionError, match="already"):
         inspector.inspect("good", 2, p.rgb, p.xyz)
+
+
+@pytest.fixture(scope="module")
+def normals_line(parts):
+    settings = dataclasses.replace(SETTINGS, encoder_3d="normals")
+    extractor = FeatureExtractor.from_settings(settings)
+    return settings, extractor, [extractor.extract(p.rgb, p.xyz) for p in parts]
+
+
+def test_surface_normals_sit_on_the_patch_grid(parts, normals_line):
+    settings, extractor, extracted = normals_line
+    assert extractor.model_digest.endswith("+normals")
+    f, pre, _ = extracted[0]
+    assert f.z3.shape == f.z2.shape == (28 * 28, 3, 192) and f.z3.dtype == np.float16 and f.on_grid_3d
+    np.testing.assert_array_equal(f.point2patch, np.arange(28 * 28))
+    assert f.pixel_index is None and f.idw_index is None
+    np.testing.assert_allclose(np.linalg.norm(f.z3.astype(np.float32), axis=-1), 1, atol=2e-3)
+    assert not np.allclose(f.z3.astype(np.float32), f.z2.astype(np.float32), atol=0.1)  # the cloud, not the photo
+    # the 3D features come from the cloud alone: a part's photograph does not change them
+    other, _, _ = extractor.extract(parts[1].rgb, parts[0].xyz)
+    np.testing.assert_array_equal(other.z3, f.z3)
+    # the 3D map is drawn as the 2D one: the patch scores upsampled
+    scores = {"3d": np.linspace(0, 1, 28 * 28, dtype=np.float32)}
+    np.testing.assert_allclose(part_maps(f, scores, 4.0)["3d"], part_maps(f, {"2d": scores["3d"]}, 4.0)["2d"])
+    # and it survives the window's persistence
+    back = type(f).from_arrays(f.to_arrays("m."), "m.")
+    assert back.on_grid_3d and np.array_equal(back.z3, f.z3)
+
+
+def test_normals_find_relief_defects_and_not_stains():
+    # seed 2: a stain (part 2, in the warm-up), a bump (9) and a dent (11)
+    parts = list(iter_parts("tile", 14, 0.2, seed=2))
+    settings = InspectionSettings(modalities=("3d",), encoder_3d="normals", window=10, min_window=6)
+    inspector = LineInspector(settings, "tile", extractor=FeatureExtractor.from_settings(settings))
+    decided = [(d.score, p.defect) for d, p in zip(
+        [d for i, p in enumerate(parts) for d in inspector.inspect(f"p{i}", i, None, p.xyz)], parts)]
+    scored = [(s, kind) for s, kind in decided if s is not None]
+    good = [s for s, kind in scored if kind == "good"]
+    assert len(good) >= 3 and sorted(kind for s, kind in scored if s > max(good)) == ["bump", "dent"]
+
+
+def test_a_3d_only_normals_line_loads_the_2d_encoder_for_its_pictures(parts):
+    settings = InspectionSettings(modalities=("3d",), encoder_3d="normals", window=10, min_window=6)
+    extractor = FeatureExtractor.from_settings(settings)
+    assert extractor.engine_2d is not None and settings.centres() == 1024
+    f, pre, _ = extractor.extract(None, parts[0].xyz)
+    assert f.modalities == ("3d",) and f.on_grid_3d and pre.rgb is None
+    with pytest.raises(ValueError, match="normals"):
+        FeatureExtractor(settings)

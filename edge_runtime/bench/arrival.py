@@ -97,7 +97,7 @@ def _cases(parts: list[PartFeatures], budget: int, workers: int) -> dict:
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="musc-edge bench arrival", description=__doc__.splitlines()[0])
-    ap.add_argument("--widths", nargs="+", default=["40,80,112:33", "768:384"],
+    ap.add_argument("--widths", nargs="+", default=["40,80,192:33", "768:384"],
                     help="2D:3D channels, one width or one per layer (default: EfficientNet-Lite0 + FPFH, "
                          "ViT-B/8 + Point-MAE)")
     ap.add_argument("--grid", type=int, default=28, help="2D patch grid side (L = side^2)")

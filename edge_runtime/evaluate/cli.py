@@ -23,7 +23,9 @@ def main(argv: list[str]) -> int:
                     help="scoring choices: the embedded defaults, or MuSc-V2's own (SNAMD 1/3/5, CAE, RsCon, plain sum)")
     ap.add_argument("--subset", type=int, help="batch: score pools of this many parts instead of the whole class")
     ap.add_argument("--encoder2d", default="default", help="2D encoder manifest (default: EfficientNet-Lite0)")
-    ap.add_argument("--encoder3d", default="fpfh", help="3D encoder manifest, or fpfh (weight-free)")
+    ap.add_argument("--encoder3d", default=InspectionSettings.encoder_3d,
+                    help="3D encoder manifest, or fpfh / normals (weight-free: FPFH descriptors, or the "
+                         "surface normals drawn as an image for the 2D encoder)")
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--groups", type=int, default=InspectionSettings.groups,
                     help="3D group centres per part (default: the line's, InspectionSettings.centres)")

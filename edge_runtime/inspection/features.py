@@ -7,8 +7,10 @@ resize to the image size), foreground points, unit-radius normalization,
 farthest point sampling of the group centres, KNN + iterative point grouping
 (only as far as the 3D encoder reads them: see FeatureExtractor._groups),
 per-layer centre features (FPFH at the profile's radii, or Point-MAE), L2-normalized
-per point, then aggregated. Everything lands in one S x S pixel frame, so a
-centre's 2D patch and a point's pixel are known.
+per point, then aggregated; or, with the "normals" encoder, the preprocessed
+cloud's surface normals drawn as an image and encoded by the 2D encoder, so
+the 3D features sit on the 2D patch grid. Everything lands in one S x S pixel
+frame, so a centre's 2D patch and a point's pixel are known.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import numpy as np
 from edge_runtime import pointcloud
 from edge_runtime.engines.preprocess import resize_frame
 from edge_runtime.inspection.part import PartFeatures
-from edge_runtime.inspection.settings import InspectionSettings
+from edge_runtime.inspection.settings import ENCODERS_3D, InspectionSettings
 from edge_runtime.scoring import aggregate_2d, aggregate_3d, idw_weights, l2_normalize, point_to_patch
 
 
@@ -49,18 +51,21 @@ def _timed(latency: dict, stage: str, t0: float) -> float:
 class FeatureExtractor:
     """Frames of one part -> PartFeatures, for one line's settings.
 
-    engine_2d : an `edge_runtime.engines.Engine` for 2D (None when the line has no 2D).
-    engine_3d : an Engine for Point-MAE, or None for the weight-free FPFH descriptors.
+    engine_2d : an `edge_runtime.engines.Engine` for 2D (None when the line has no 2D
+        and its 3D encoder is not "normals", which the 2D engine encodes).
+    engine_3d : an Engine for Point-MAE, or None for the weight-free encoders.
     """
 
     def __init__(self, settings: InspectionSettings, engine_2d=None, engine_3d=None):
         self.settings = settings
         self.engine_2d = engine_2d
         self.engine_3d = engine_3d
-        if "2d" in settings.modalities and engine_2d is None:
-            raise ValueError("a line with 2D needs a 2D engine")
+        self.encoder_3d = settings.encoder_3d
+        if self._needs_2d_engine(settings) and engine_2d is None:
+            raise ValueError("a line with 2D, or with the 'normals' 3D encoder, needs a 2D engine")
         self.grid = tuple(engine_2d.manifest.grid) if engine_2d is not None else (settings.image_size // 8,) * 2
-        n3 = len(engine_3d.manifest.layers) if engine_3d is not None else len(settings.fpfh_radii)
+        n3 = (len(engine_3d.manifest.layers) if engine_3d is not None else len(engine_2d.manifest.layers)
+              if self.settings.encoder_3d == "normals" else len(settings.fpfh_radii))
         if engine_2d is not None and "3d" in settings.modalities and len(engine_2d.manifest.layers) != n3:
             raise ValueError(f"2D encoder has {len(engine_2d.manifest.layers)} layers but the 3D encoder has {n3}: "
                              "cross-modal scoring pairs layers one to one")
@@ -72,19 +77,23 @@ class FeatureExtractor:
 
         engine_2d = engine_3d = None
         gpu = settings.device != "cpu"  # a GPU profile warns loudly when ONNX Runtime has no GPU provider
-        if "2d" in settings.modalities:
+        if cls._needs_2d_engine(settings):
             path = (ensure_default_encoders(layers=settings.default_stages()) if settings.encoder_2d == "default"
                     else settings.encoder_2d)
             engine_2d = load_engine(path, expect={"modality": "2d", "image_size": settings.image_size}, gpu=gpu)
-        if "3d" in settings.modalities and settings.encoder_3d != "fpfh":
+        if "3d" in settings.modalities and settings.encoder_3d not in ENCODERS_3D:
             engine_3d = load_engine(settings.encoder_3d, expect={"modality": "3d"}, gpu=gpu)
         return cls(settings, engine_2d, engine_3d)
+
+    @staticmethod
+    def _needs_2d_engine(settings: InspectionSettings) -> bool:
+        return "2d" in settings.modalities or ("3d" in settings.modalities and settings.encoder_3d == "normals")
 
     @property
     def model_digest(self) -> str:
         parts = [e.manifest.digest() for e in (self.engine_2d, self.engine_3d) if e is not None]
         if "3d" in self.settings.modalities and self.engine_3d is None:
-            parts.append("fpfh")
+            parts.append(self.settings.encoder_3d)
         return "+".join(parts)
 
     def extract(self, rgb: np.ndarray | None, xyz: np.ndarray | None) -> tuple[PartFeatures, Preprocessed, dict]:
@@ -118,13 +127,17 @@ class FeatureExtractor:
         # Resized once: the picture kept for maps is exactly what the encoder sees
         # (preprocess_rgb of an S x S frame resizes nothing).
         shown = resize_frame(pointcloud.pad_to_square(rgb), self.engine_2d.manifest.image_size)
-        x = self.engine_2d.preprocess_rgb(shown)
+        return shown, self._encode_picture(shown, latency, t)
+
+    def _encode_picture(self, picture: np.ndarray, latency: dict, t: float) -> np.ndarray:
+        """(P, n_layers, C) float16 patch features of an S x S uint8 picture through the 2D engine."""
+        x = self.engine_2d.preprocess_rgb(picture)
         t = _timed(latency, "preprocess", t)
         grids = self.engine_2d.run(x)
         t = _timed(latency, "encode", t)
-        z2 = l2_normalize(aggregate_2d(grids, self.settings.r_list))[0]
+        z = l2_normalize(aggregate_2d(grids, self.settings.r_list))[0]
         _timed(latency, "aggregate", t)
-        return shown, z2.astype(np.float16)
+        return z.astype(np.float16)
 
     def _groups(self, points: np.ndarray):
         """(centre_idx, centres, curvature, neighbourhood or None) of a normalized cloud.
@@ -153,6 +166,11 @@ class FeatureExtractor:
             )
         except ValueError as exc:  # empty foreground, no plane on the border, ...
             raise InspectionError("cloud", f"xyz: {exc}") from exc
+        if self.settings.encoder_3d == "normals":
+            # On the patch grid: patch i is centre i, and the 3D map is drawn as the 2D one is.
+            t = _timed(latency, "preprocess", t)
+            z3 = self._encode_picture(pointcloud.normal_image(organized), latency, t)
+            return organized, {"z3": z3, "point2patch": np.arange(len(z3), dtype=np.int32), "grid": self.grid}
         points, pixel_index = pointcloud.organized_to_flat(organized)
         need = max(s.centres(), s.group_size)
         if len(points) < need:
@@ -164,7 +182,7 @@ class FeatureExtractor:
         points, _, _ = pointcloud.normalize_points(points)
         centre_idx, centres, curvature, neighbourhood = self._groups(points)
         t = _timed(latency, "preprocess", t)
-        if self.engine_3d is None:
+        if self.engine_3d is None:  # FPFH
             feats = pointcloud.fpfh_features(points, centre_idx, s.fpfh_radii)
         else:
             feats = [f[0] for f in self.engine_3d.run(neighbourhood[None], centres[None])]

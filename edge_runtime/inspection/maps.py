@@ -10,13 +10,16 @@ from edge_runtime.scoring import paint_3d, salient_features, upsample_2d
 
 
 def part_maps(features: PartFeatures, scores: dict[str, np.ndarray], sigma: float) -> dict[str, np.ndarray]:
-    """Per-modality (S, S) float32 maps: 2D by corner-aligned upsampling of the
-    patch grid, 3D by painting centre scores onto the foreground pixels (+ blur)."""
+    """Per-modality (S, S) float32 maps: 2D, and 3D on the patch grid, by corner-aligned
+    upsampling of the patch grid; 3D centres by painting their scores onto the
+    foreground pixels (+ blur)."""
     size = features.image_size
     maps = {}
     if "2d" in scores:
         maps["2d"] = upsample_2d(scores["2d"].reshape(features.grid), size)
-    if "3d" in scores:
+    if "3d" in scores and features.on_grid_3d:
+        maps["3d"] = upsample_2d(scores["3d"].reshape(features.grid), size)
+    elif "3d" in scores:
         maps["3d"] = paint_3d(scores["3d"], features.idw_index, features.idw_weight, features.pixel_index,
                               (size, size), sigma)
     return maps

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+_PAINT_3D = ("pixel_index", "idw_index", "idw_weight")  # how centre scores reach the pixels
+
 
 @dataclass(frozen=True)
 class PartFeatures:
@@ -18,6 +20,9 @@ class PartFeatures:
     pixel_index : (Q,) int32, pixels (row * S + col) of the foreground points.
     idw_index : (Q, 3) int32 and idw_weight : (Q, 3) float32: each foreground
         point's 3 nearest centres and inverse-distance weights (rows sum to 1).
+    3D features on the patch grid (the "normals" encoder: G = h * w, centre i
+    is patch i) have no pixel_index, idw_index or idw_weight: their map is
+    drawn as the 2D one is (``on_grid_3d``).
     """
 
     image_size: int
@@ -38,9 +43,17 @@ class PartFeatures:
         if self.z3 is not None:
             if self.z3.ndim != 3:
                 raise ValueError(f"z3 must be (G, n_layers, C), got {self.z3.shape}")
-            for name in ("pixel_index", "idw_index", "idw_weight"):
-                if getattr(self, name) is None:
-                    raise ValueError(f"3D features need {name}")
+            painted = [getattr(self, n) is not None for n in _PAINT_3D]
+            if any(painted) and not all(painted):
+                raise ValueError(f"3D features need all of {_PAINT_3D} or none (on the patch grid)")
+            if self.on_grid_3d and (self.grid is None or self.z3.shape[0] != self.grid[0] * self.grid[1]):
+                raise ValueError(f"3D features without {_PAINT_3D} sit on the patch grid: z3 has "
+                                 f"{self.z3.shape[0]} rows for grid {self.grid}")
+
+    @property
+    def on_grid_3d(self) -> bool:
+        """Whether the 3D features sit on the 2D patch grid (no per-point painting)."""
+        return self.z3 is not None and self.pixel_index is None
 
     @property
     def modalities(self) -> tuple[str, ...]:

@@ -1,8 +1,9 @@
 """Point-cloud side of musc-edge: organized clouds, preprocessing, sampling,
-grouping (IPG) and the weight-free FPFH encoder. Pure numpy + Open3D."""
+grouping (IPG), the weight-free FPFH encoder and surface normals. Pure numpy + Open3D."""
 
 from .fpfh import DEFAULT_RADII, fpfh_features
 from .grouping import Groups, curvature, group_cloud, iterative_point_grouping
+from .normals import NORMAL_SIGMA, normal_image, surface_normals
 from .organized import flat_to_organized, foreground_mask, organized_to_flat, pad_to_square, resize_nearest
 from .preprocess import largest_cluster, largest_component, normalize_points, preprocess_organized, remove_background_plane
 from .sampling import farthest_point_sampling, knn
@@ -10,6 +11,7 @@ from .sampling import farthest_point_sampling, knn
 __all__ = [
     "DEFAULT_RADII",
     "Groups",
+    "NORMAL_SIGMA",
     "curvature",
     "farthest_point_sampling",
     "flat_to_organized",
@@ -20,10 +22,12 @@ __all__ = [
     "knn",
     "largest_cluster",
     "largest_component",
+    "normal_image",
     "normalize_points",
     "organized_to_flat",
     "pad_to_square",
     "preprocess_organized",
     "remove_background_plane",
     "resize_nearest",
+    "surface_normals",
 ]
