@@ -60,12 +60,15 @@ class FeatureExtractor:
         self.settings = settings
         self.engine_2d = engine_2d
         self.engine_3d = engine_3d
-        self.encoder_3d = settings.encoder_3d
         if self._needs_2d_engine(settings) and engine_2d is None:
             raise ValueError("a line with 2D, or with the 'normals' 3D encoder, needs a 2D engine")
         self.grid = tuple(engine_2d.manifest.grid) if engine_2d is not None else (settings.image_size // 8,) * 2
-        n3 = (len(engine_3d.manifest.layers) if engine_3d is not None else len(engine_2d.manifest.layers)
-              if self.settings.encoder_3d == "normals" else len(settings.fpfh_radii))
+        if engine_3d is not None:
+            n3 = len(engine_3d.manifest.layers)
+        elif settings.encoder_3d == "normals":
+            n3 = len(engine_2d.manifest.layers)
+        else:
+            n3 = len(settings.fpfh_radii)
         if engine_2d is not None and "3d" in settings.modalities and len(engine_2d.manifest.layers) != n3:
             raise ValueError(f"2D encoder has {len(engine_2d.manifest.layers)} layers but the 3D encoder has {n3}: "
                              "cross-modal scoring pairs layers one to one")

@@ -3,7 +3,7 @@
 A 2D encoder reads the picture of a part's surface orientation as it reads a
 photograph: a dent, a bump or a crack bends the normals around it whatever
 the part's colour. The image keeps the cloud's pixel grid, so its patches are
-the photograph's patches (docs/ALGORITHM.md, "3D on the patch grid").
+the photograph's patches (docs/ALGORITHM.md section 9, step 4n).
 """
 
 from __future__ import annotations
