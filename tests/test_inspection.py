@@ -186,8 +186,8 @@ def test_surface_normals_sit_on_the_patch_grid(parts, normals_line):
     assert back.on_grid_3d and np.array_equal(back.z3, f.z3)
 
 
-def test_normals_find_relief_defects_and_not_stains():
-    # seed 2: a stain (part 2, in the warm-up), a bump (9) and a dent (11)
+def test_normals_rank_relief_defects_above_every_good_part():
+    # seed 2: a stain (part 2, decided in the warm-up, unscored), a bump (9) and a dent (11)
     parts = list(iter_parts("tile", 14, 0.2, seed=2))
     settings = InspectionSettings(modalities=("3d",), encoder_3d="normals", window=10, min_window=6)
     inspector = LineInspector(settings, "tile", extractor=FeatureExtractor.from_settings(settings))

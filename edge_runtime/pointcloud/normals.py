@@ -14,8 +14,8 @@ from scipy.ndimage import gaussian_filter
 from ._validation import check_organized
 
 # Smoothing of the coordinates before differencing, in pixels: enough that the scanner's
-# noise does not decide the normals, little enough to keep a chip's rim (3 px lost 12 points
-# of 3D AUROC on a cookie/bagel set; docs/ABLATION.md, "3D on the patch grid").
+# noise does not decide the normals, little enough to keep a chip's rim (3D AUROC on a
+# cookie/bagel set: 3 px 12 points below 1.5 px; docs/ABLATION.md, "3D on the patch grid").
 NORMAL_SIGMA = 1.0
 # What a pixel without a measurement shows: a surface facing the sensor.
 _FACING = np.array([0.0, 0.0, -1.0], dtype=np.float32)
