@@ -7,7 +7,7 @@ import pytest
 from edge_runtime.inspection.maps import fuse_maps, fusion_scale, part_maps
 from edge_runtime.inspection.part import PartFeatures
 from edge_runtime.inspection.pool import distance_scores, pool_distances, score_distances
-from edge_runtime.inspection.settings import GROUPS, GROUPS_3D_ALONE, PAPER, STAGES_2D_ALONE, InspectionSettings
+from edge_runtime.inspection.settings import BOTH_3D, GROUPS, GROUPS_3D_ALONE, PAPER, STAGES_2D_ALONE, InspectionSettings
 from edge_runtime.scoring import l2_normalize
 
 GRID, G, S = (4, 4), 12, 16
@@ -99,3 +99,32 @@ def test_a_single_modality_line_has_its_own_defaults_and_scores_by_its_maximum()
     assert both.rescores("fused") and not any(s.rescores(k) for s in (alone, both) for k in ("2d", "3d"))
     assert all(InspectionSettings(**PAPER).rescores(k) for k in ("2d", "3d", "fused"))  # MuSc-V2 re-scores all
     assert not InspectionSettings(rscon=False, rscon_alone=True).rescores("3d")
+
+
+@pytest.mark.parametrize("cae", [False, True])
+def test_both_3d_streams_fuse_as_the_mean_of_their_pairs(cae):
+    rng = np.random.default_rng(3)
+    parts = [dataclasses.replace(p, zn=l2_normalize(rng.normal(size=(16, 2, 4))).astype(np.float16))
+             for p in make_pool()]
+    settings = InspectionSettings(cae=cae, rscon=False, fusion="window", map_sigma=0)
+    dist = {m: pool_distances(parts, m) for m in ("2d", "3d", "3n")}
+    out = score_distances(parts, dist, settings)
+    assert set(out) == {"2d", "3d", "2n", "3n", "fused"}
+    if not cae:  # the normals' 2D partner is the 2D score itself
+        np.testing.assert_array_equal(out["2n"][0], out["2d"][0])
+    # each pair on its own window scale, the two fused maps averaged
+    pair = {"3d": score_distances(parts, {"2d": dist["2d"], "3d": dist["3d"]}, settings)["fused"][0]}
+    pair["3n"] = score_distances(  # the normals as the only 3D modality, on the patch grid
+        [dataclasses.replace(p, z3=p.zn, point2patch=np.arange(16, dtype=np.int32), pixel_index=None,
+                             idw_index=None, idw_weight=None) for p in parts],
+        {"2d": dist["2d"], "3d": dist["3n"]}, settings)["fused"][0]
+    np.testing.assert_allclose(out["fused"][0], (pair["3d"] + pair["3n"]) / 2, rtol=1e-5, atol=1e-5)
+
+
+def test_both_3d_encoders_serve_a_2d_and_3d_line_and_a_3d_only_line_scores_fpfh():
+    both = InspectionSettings()
+    assert both.encoder_3d == BOTH_3D and both.normals_stream() and both.window_modalities() == ("2d", "3d", "3n")
+    alone = InspectionSettings(modalities=("3d",))
+    assert not alone.normals_stream() and alone.window_modalities() == ("3d",) and alone.centres() == GROUPS_3D_ALONE
+    assert not InspectionSettings(encoder_3d="fpfh").normals_stream()
+    assert not InspectionSettings(modalities=("2d",)).normals_stream()

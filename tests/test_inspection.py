@@ -4,13 +4,15 @@ import dataclasses
 import numpy as np
 import pytest
 
+from edge_runtime.evaluate.run import ClassData, Combination, run_batch
 from edge_runtime.inspection.features import FeatureExtractor, InspectionError
 from edge_runtime.inspection.inspector import LineInspector
 from edge_runtime.inspection.maps import part_maps
-from edge_runtime.inspection.settings import InspectionSettings
+from edge_runtime.inspection.pool import pool_distances, score_distances
+from edge_runtime.inspection.settings import BOTH_3D, InspectionSettings
 from edge_runtime.sim.generator import iter_parts
 
-SETTINGS = InspectionSettings(window=10, min_window=6, groups=256, group_size=32)
+SETTINGS = InspectionSettings(window=10, min_window=6, groups=256, group_size=32, encoder_3d="fpfh")
 N_PARTS = 12
 
 
@@ -198,6 +200,55 @@ def test_normals_rank_relief_defects_above_every_good_part():
     assert len(good) >= 3 and sorted(kind for s, kind in scored if s > max(good)) == ["bump", "dent"]
 
 
+@pytest.fixture(scope="module")
+def both_line(parts):
+    settings = dataclasses.replace(SETTINGS, encoder_3d=BOTH_3D)
+    extractor = FeatureExtractor.from_settings(settings)
+    return settings, extractor, [extractor.extract(p.rgb, p.xyz) for p in parts]
+
+
+def test_both_3d_encoders_keep_fpfh_and_the_normals_picture(extracted, normals_line, both_line):
+    settings, extractor, both = both_line
+    assert extractor.model_digest.endswith("+fpfh+normals")
+    f, fpfh, normals = both[0][0], extracted[0][0], normals_line[2][0][0]
+    np.testing.assert_array_equal(f.z3, fpfh.z3)  # FPFH at the centres, as FPFH alone gives them
+    np.testing.assert_array_equal(f.pixel_index, fpfh.pixel_index)
+    np.testing.assert_array_equal(f.zn, normals.z3)  # and the normals encoder's picture on the patch grid
+    assert f.zn.shape == (28 * 28, 3, 192) and not f.on_grid_3d and f.modalities == ("2d", "3d")
+    assert f.only(("3d",)).zn is not None and f.only(("2d",)).zn is None
+    back = type(f).from_arrays(f.to_arrays("m."), "m.")
+    np.testing.assert_array_equal(back.zn, f.zn)
+    with pytest.raises(ValueError, match="zn"):
+        dataclasses.replace(f, zn=f.zn[:10])
+
+
+def test_both_3d_encoders_score_the_normals_as_a_second_stream(parts, both_line):
+    settings, extractor, both = both_line
+    inspector = LineInspector(settings, "tile", extractor=extractor)
+    assert inspector.window.modalities == ("2d", "3d", "3n")
+    decisions = run(inspector, both)
+    assert [d.part for d in decisions] == [f"p{i}" for i in range(N_PARTS)]
+    scored = [(d.score, p.defect) for d, p in zip(decisions, parts) if d.score is not None]
+    good, bad = ([s for s, kind in scored if (kind == "good") == want] for want in (True, False))
+    assert len(good) >= 3 and bad and min(bad) > max(good)  # the stain (part 9) above every good part
+    last = inspector.window.members[-1]
+    streams = inspector.window.scores(last)
+    assert set(streams) == {"2d", "3d", "2n", "3n"} and streams["3n"].shape == (28 * 28,)
+    # a warm line resumes from its state with the normals stream
+    again = LineInspector(settings, "tile", extractor=extractor)
+    again.load_state(inspector.state())
+    assert again.window.modalities == ("2d", "3d", "3n")
+    np.testing.assert_allclose(again.window.scores(last)["3n"], streams["3n"])
+
+
+def test_a_3d_only_line_with_both_encoders_scores_fpfh_alone(parts):
+    settings = InspectionSettings(modalities=("3d",), encoder_3d=BOTH_3D, window=10, min_window=6)
+    extractor = FeatureExtractor.from_settings(settings)
+    assert extractor.engine_2d is None and settings.window_modalities() == ("3d",)
+    f, _, _ = extractor.extract(None, parts[0].xyz)
+    assert f.zn is None and f.z3.shape[0] == settings.centres()
+
+
 def test_a_3d_only_normals_line_loads_the_2d_encoder_for_its_pictures(parts):
     settings = InspectionSettings(modalities=("3d",), encoder_3d="normals", window=10, min_window=6)
     extractor = FeatureExtractor.from_settings(settings)
@@ -206,3 +257,16 @@ def test_a_3d_only_normals_line_loads_the_2d_encoder_for_its_pictures(parts):
     assert f.modalities == ("3d",) and f.on_grid_3d and pre.rgb is None
     with pytest.raises(ValueError, match="normals"):
         FeatureExtractor(settings)
+
+
+def test_batch_evaluation_scores_the_normals_stream_as_the_line_does(both_line):
+    settings, _, both = both_line
+    feats = [f for f, _, _ in both]
+    n = len(feats)
+    data = ClassData("tile", [], feats, [], np.zeros((n, 224, 224), np.uint8), np.zeros(n, np.int64), {})
+    maps, scores, _ = run_batch(data, Combination("2d+3d", "batch"), settings, None, 0)
+    want = score_distances(feats, {m: pool_distances(feats, m) for m in ("2d", "3d", "3n")}, settings)["fused"]
+    np.testing.assert_allclose(maps, want[0], atol=1e-6)
+    np.testing.assert_allclose(scores, want[1], atol=1e-6)
+    fpfh_only = score_distances(feats, {m: pool_distances(feats, m) for m in ("2d", "3d")}, settings)["fused"]
+    assert not np.allclose(maps, fpfh_only[0], atol=1e-3)

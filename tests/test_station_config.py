@@ -16,7 +16,7 @@ def test_no_config_means_one_default_line_on_the_default_endpoints(monkeypatch):
     cfg = load_station_config(None)
     assert list(cfg.lines) == ["default"]
     settings = cfg.lines["default"].settings
-    assert settings.modalities == ("2d", "3d") and (settings.encoder_2d, settings.encoder_3d) == ("default", "fpfh")
+    assert settings.modalities == ("2d", "3d") and (settings.encoder_2d, settings.encoder_3d) == ("default", "fpfh+normals")
     assert (cfg.frames, cfg.verdicts, cfg.control) == tuple(DEFAULT_ENDPOINTS[k] for k in ("frames", "verdicts", "control"))
     assert cfg.reject is None and cfg.state_dir == Path("state")
     assert cfg.lines["default"].sensors == {"rgb", "xyz"}

@@ -23,17 +23,25 @@ def make_part(rng: np.random.Generator, modalities) -> PartFeatures:
         kw["pixel_index"] = np.arange(20, dtype=np.int32)
         kw["idw_index"] = rng.integers(0, G, size=(20, 3)).astype(np.int32)
         kw["idw_weight"] = np.full((20, 3), 1 / 3, dtype=np.float32)
+    if "3n" in modalities:  # the normals stream: on the patch grid, its own width
+        kw["zn"] = l2_normalize(rng.normal(size=(GRID[0] * GRID[1], LAYERS, 4))).astype(np.float16)
     return PartFeatures(image_size=16, grid=GRID, **kw)
 
 
 def batch_scores(window: LineWindow) -> dict[str, dict[str, np.ndarray]]:
     parts = [window.part(p) for p in window.members]
     match = {"match_radius": window.match_radius, "grid": GRID}
-    if window.modalities == ("2d", "3d"):
-        s2, s3 = mutual_scores_multimodal(
-            np.stack([p.z2 for p in parts]), np.stack([p.z3 for p in parts]), np.stack([p.point2patch for p in parts]),
-            **match)
-        return {name: {"2d": s2[i], "3d": s3[i]} for i, name in enumerate(window.members)}
+    if len(window.modalities) > 1:
+        z2 = np.stack([p.z2 for p in parts])
+        s2, s3 = mutual_scores_multimodal(z2, np.stack([p.z3 for p in parts]), np.stack([p.point2patch for p in parts]),
+                                          **match)
+        out = {name: {"2d": s2[i], "3d": s3[i]} for i, name in enumerate(window.members)}
+        if "3n" in window.modalities:  # paired with 2D again, patch by patch: its own 2D scores, "2n"
+            cells = np.broadcast_to(np.arange(z2.shape[1]), z2.shape[:2])
+            s2n, s3n = mutual_scores_multimodal(z2, np.stack([p.zn for p in parts]), cells, **match)
+            for i, name in enumerate(window.members):
+                out[name] |= {"2n": s2n[i], "3n": s3n[i]}
+        return out
     (m,) = window.modalities
     cells = np.stack([p.point2patch for p in parts]) if m == "3d" else None
     s = mutual_scores(np.stack([p.features(m) for p in parts]), cells=cells, **match)
@@ -43,7 +51,9 @@ def batch_scores(window: LineWindow) -> dict[str, dict[str, np.ndarray]]:
 def assert_scores_equal_batch(window: LineWindow) -> None:
     expect = batch_scores(window)
     for name in window.members:
-        for m, got in window.scores(name).items():
+        got_all = window.scores(name)
+        assert set(got_all) == set(expect[name])
+        for m, got in got_all.items():
             np.testing.assert_allclose(got, expect[name][m], atol=1e-5)
 
 
@@ -52,7 +62,7 @@ def assert_scores_equal_batch(window: LineWindow) -> None:
     seed=st.integers(0, 2**31),
     capacity=st.integers(3, 7),
     arrivals=st.integers(3, 14),
-    modalities=st.sampled_from([("2d",), ("3d",), ("2d", "3d")]),
+    modalities=st.sampled_from([("2d",), ("3d",), ("2d", "3d"), ("2d", "3d", "3n")]),
     removals=st.lists(st.integers(0, 13), max_size=3),
 )
 def test_incremental_scores_equal_batch_after_any_arrivals_and_evictions(seed, capacity, arrivals, modalities, removals):
@@ -72,7 +82,7 @@ def test_incremental_scores_equal_batch_after_any_arrivals_and_evictions(seed, c
     seed=st.integers(0, 2**31),
     capacity=st.integers(3, 6),
     arrivals=st.integers(3, 10),
-    modalities=st.sampled_from([("2d",), ("3d",), ("2d", "3d")]),
+    modalities=st.sampled_from([("2d",), ("3d",), ("2d", "3d"), ("2d", "3d", "3n")]),
     radius=st.integers(0, 2),
 )
 def test_aligned_window_equals_the_batch_rule(seed, capacity, arrivals, modalities, radius):

@@ -1,7 +1,7 @@
 """`musc-edge bench station`: the station end to end, and the window's incremental update.
 
 End to end (per window size N): a station on loopback TCP with one line on the
-given profile (default: the embedded default, EfficientNet-Lite0 + FPFH on the
+given profile (default: the embedded default, EfficientNet-Lite0 + FPFH and normals on the
 CPU); simulated parts, camera frames as PNG and clouds as raw float32, sent
 through PUSH; verdicts read from SUB. After N parts fill the window:
 
@@ -166,10 +166,10 @@ def incremental(settings, window: int, sims: list, repeats: int = 5) -> dict:
     def variant(i: int):
         f = base[i % len(base)]
         jitter = {k: (getattr(f, k) + rng.normal(0, 1e-3, getattr(f, k).shape)).astype(np.float16)
-                  for k in ("z2", "z3") if getattr(f, k) is not None}
+                  for k in ("z2", "z3", "zn") if getattr(f, k) is not None}
         return dataclasses.replace(f, **jitter)
 
-    win = LineWindow(window, settings.modalities, settings.interval)
+    win = LineWindow(window, settings.window_modalities(), settings.interval)
     for i in tqdm(range(window + 1), desc=f"N={window} fill", unit="part", leave=False):
         win.add(f"p{i}", variant(i))  # one more than N: timed arrivals all evict, as in steady state
     arrivals = []
@@ -182,8 +182,12 @@ def incremental(settings, window: int, sims: list, repeats: int = 5) -> dict:
     members = [win.part(p) for p in win.members]
     t = time.perf_counter()
     if settings.modalities == ("2d", "3d"):
-        mutual_scores_multimodal(np.stack([m.z2 for m in members]), np.stack([m.z3 for m in members]),
+        z2 = np.stack([m.z2 for m in members])
+        mutual_scores_multimodal(z2, np.stack([m.z3 for m in members]),
                                  np.stack([m.point2patch for m in members]), settings.interval)
+        if settings.normals_stream():  # the normals stream pairs with 2D on the patch grid
+            mutual_scores_multimodal(z2, np.stack([m.zn for m in members]),
+                                     np.broadcast_to(np.arange(z2.shape[1]), z2.shape[:2]), settings.interval)
     else:
         (mod,) = settings.modalities
         mutual_scores(np.stack([m.features(mod) for m in members]), settings.interval)

@@ -278,7 +278,8 @@ def score_variant(cache: ClassCache, v: Variant) -> dict[str, dict]:
 
 OLD = Variant()  # the embedded defaults before this ablation
 _D = InspectionSettings()
-# The embedded defaults as they are now (InspectionSettings and the catalogue's stages).
+# The embedded defaults as they are now (InspectionSettings and the catalogue's stages), FPFH's
+# 3D stream only: the second one, the normals picture (BOTH_3D), is measured with `musc-edge eval`.
 NEW = Variant(stages=encoder_spec(DEFAULT_2D_ENCODER).default_layers, r2=_D.r_list, cloud=Cloud3D(_D.centres()),
               group_size=_D.group_size, radii=_D.fpfh_radii, r3=_D.r_list_3d, cae=_D.cae, rscon=_D.rscon,
               fusion=_D.fusion, interval=_D.interval)

@@ -15,8 +15,8 @@ import numpy as np
 from edge_runtime.inspection.settings import GROUPS_3D_ALONE, STAGES_2D_ALONE, InspectionSettings
 
 BASELINE_STAGES = STAGES_2D_ALONE  # a 2D-only line takes the baseline's stages
-BASELINE = InspectionSettings(r_list=(1,), r_list_3d=(1,), groups=GROUPS_3D_ALONE, fpfh_radii=(0.025, 0.05, 0.1),
-                              cae=False, rscon=False, fusion="sum")
+BASELINE = InspectionSettings(encoder_3d="fpfh", r_list=(1,), r_list_3d=(1,), groups=GROUPS_3D_ALONE,
+                              fpfh_radii=(0.025, 0.05, 0.1), cae=False, rscon=False, fusion="sum")
 
 
 def minmax_fusion(maps: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -23,9 +23,10 @@ def main(argv: list[str]) -> int:
                     help="scoring choices: the embedded defaults, or MuSc-V2's own (SNAMD 1/3/5, CAE, RsCon, plain sum)")
     ap.add_argument("--subset", type=int, help="batch: score pools of this many parts instead of the whole class")
     ap.add_argument("--encoder2d", default="default", help="2D encoder manifest (default: EfficientNet-Lite0)")
-    ap.add_argument("--encoder3d", default=InspectionSettings.encoder_3d,
-                    help="3D encoder manifest, or fpfh / normals (weight-free: FPFH descriptors, or the "
-                         "surface normals drawn as an image for the 2D encoder)")
+    ap.add_argument("--encoder3d",
+                    help="3D encoder manifest, or fpfh / normals / fpfh+normals (weight-free: FPFH descriptors, "
+                         "the surface normals drawn as an image for the 2D encoder, or both on a 2D+3D line); "
+                         "default: the embedded one, fpfh with --preset paper (MuSc-V2 has one 3D stream)")
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--groups", type=int, default=InspectionSettings.groups,
                     help="3D group centres per part (default: the line's, InspectionSettings.centres)")
@@ -42,7 +43,8 @@ def main(argv: list[str]) -> int:
 
     mods = sorted({m for spec in args.modality for m in spec.split("+")})
     settings = InspectionSettings(
-        modalities=tuple(mods), encoder_2d=args.encoder2d, encoder_3d=args.encoder3d, image_size=args.image_size,
+        modalities=tuple(mods), encoder_2d=args.encoder2d, encoder_3d=args.encoder3d or ("fpfh" if args.preset == "paper" else InspectionSettings.encoder_3d),
+        image_size=args.image_size,
         groups=args.groups, group_size=args.group_size, pooling_3d=args.pooling_3d, window=max(args.window + [8]),
         guard=args.guard == "on",
         match_radius=args.match_radius,

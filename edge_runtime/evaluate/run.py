@@ -110,8 +110,10 @@ def run_batch(data: ClassData, combo: Combination, settings: InspectionSettings,
     key = "fused" if len(combo.modalities) == 2 else combo.modality
     maps = np.zeros((n,) + data.gt.shape[1:], np.float32)
     scores = np.zeros(n, np.float32)
+    # the line's own feature sets (its window's: the normals stream too) when the run scores its modalities
+    mods = settings.window_modalities() if combo.modalities == settings.modalities else combo.modalities
     for idx in _pools(n, subset, seed):
-        parts, dist = data.pool(idx, combo.modalities, settings.match_radius)
+        parts, dist = data.pool(idx, mods, settings.match_radius)
         maps[idx], scores[idx] = score_distances(parts, dist, settings)[key]
     return maps, scores, np.ones(n, bool)
 

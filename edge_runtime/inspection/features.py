@@ -9,7 +9,8 @@ farthest point sampling of the group centres, KNN + iterative point grouping
 per-layer centre features (FPFH at the profile's radii, or Point-MAE), L2-normalized
 per point, then aggregated; or, with the "normals" encoder, the preprocessed
 cloud's surface normals drawn as an image and encoded by the 2D encoder, so
-the 3D features sit on the 2D patch grid. Everything lands in one S x S pixel
+the 3D features sit on the 2D patch grid ("fpfh+normals" on a 2D+3D line:
+both, the normals as a second 3D stream). Everything lands in one S x S pixel
 frame, so a centre's 2D patch and a point's pixel are known.
 """
 from __future__ import annotations
@@ -169,11 +170,15 @@ class FeatureExtractor:
             )
         except ValueError as exc:  # empty foreground, no plane on the border, ...
             raise InspectionError("cloud", f"xyz: {exc}") from exc
-        if self.settings.encoder_3d == "normals":
+        t = _timed(latency, "preprocess", t)
+        if s.encoder_3d == "normals":
             # On the patch grid: patch i is centre i, and the 3D map is drawn as the 2D one is.
-            t = _timed(latency, "preprocess", t)
             z3 = self._encode_picture(pointcloud.normal_image(organized), latency, t)
             return organized, {"z3": z3, "point2patch": np.arange(len(z3), dtype=np.int32), "grid": self.grid}
+        # both 3D encoders: the normals picture as the second stream, then FPFH as below
+        fields = ({"zn": self._encode_picture(pointcloud.normal_image(organized), latency, t), "grid": self.grid}
+                  if s.normals_stream() else {})
+        t = time.perf_counter()
         points, pixel_index = pointcloud.organized_to_flat(organized)
         need = max(s.centres(), s.group_size)
         if len(points) < need:
@@ -194,7 +199,7 @@ class FeatureExtractor:
         idw_index, idw_weight = idw_weights(centres, points)
         centre_pixels = pixel_index[centre_idx]
         _timed(latency, "aggregate", t)
-        return organized, {
+        return organized, fields | {
             "z3": z3.astype(np.float16),
             "point2patch": point_to_patch(centre_pixels, (s.image_size,) * 2, self.grid).astype(np.int32),
             "pixel_index": pixel_index.astype(np.int32),

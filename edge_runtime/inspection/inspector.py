@@ -157,7 +157,7 @@ class LineInspector:
         """Forget every part (the window starts cold, but for its golden references);
         an operator's threshold and the active alerts stay."""
         s = self.settings
-        self.window = LineWindow(s.window, s.modalities, s.interval, match_radius=s.match_radius, device=s.device,
+        self.window = LineWindow(s.window, s.window_modalities(), s.interval, match_radius=s.match_radius, device=s.device,
                                  spare=s.decision_delay + 1, cross_modal=s.cae)
         self._scored: dict[str, _Scored] = {}
         self._pending: list[_Pending] = []
@@ -367,18 +367,18 @@ class LineInspector:
         scores = self.window.scores(name)
         maps = self._maps(features, scores)
         summary = self._summarise(features, scores, maps)
-        summary.salient["fused"] = np.concatenate([summary.salient[m] for m in self.settings.modalities])
+        summary.salient["fused"] = np.concatenate(list(summary.salient.values()))  # every stream, in scores' order
         return maps, summary
 
     def _fusion_scale(self, extra: list[_Scored] = ()) -> dict[str, tuple[float, float]] | None:
         """The window's fusion scale from its scored references and ``extra`` (see maps.fusion_scale);
         None with one modality."""
-        mods = self.settings.modalities
-        if len(mods) == 1:
+        if len(self.settings.modalities) == 1:
             return None
         members = [self._scored[n] for n in self.window.reference_ids if n in self._scored] + list(extra)
-        return fusion_scale(self.settings.fusion, {m: [sc.floor[m] for sc in members] for m in mods},
-                            {m: [sc.image[m] for sc in members] for m in mods})
+        streams = tuple(members[0].floor)  # pool.part_scores' keys
+        return fusion_scale(self.settings.fusion, {m: [sc.floor[m] for sc in members] for m in streams},
+                            {m: [sc.image[m] for sc in members] for m in streams})
 
     @staticmethod
     def _fuse(maps: dict[str, np.ndarray], summary: _Scored, scale) -> np.ndarray:

@@ -9,14 +9,16 @@ from edge_runtime.inspection.part import PartFeatures
 from edge_runtime.scoring import paint_3d, salient_features, upsample_2d
 
 
+# The features each scored stream reads ("2n": the 2D scores enhanced by the normals stream, see pool.PAIRS).
+FEATURES_OF = {"2d": "2d", "3d": "3d", "2n": "2d", "3n": "3n"}
+
+
 def part_maps(features: PartFeatures, scores: dict[str, np.ndarray], sigma: float) -> dict[str, np.ndarray]:
-    """Per-modality (S, S) float32 maps: 2D, and 3D on the patch grid, by corner-aligned
-    upsampling of the patch grid; 3D centres by painting their scores onto the
+    """Per-stream (S, S) float32 maps: 2D, the normals stream and 3D on the patch grid, by
+    corner-aligned upsampling of the patch grid; 3D centres by painting their scores onto the
     foreground pixels (+ blur)."""
     size = features.image_size
-    maps = {}
-    if "2d" in scores:
-        maps["2d"] = upsample_2d(scores["2d"].reshape(features.grid), size)
+    maps = {m: upsample_2d(scores[m].reshape(features.grid), size) for m in ("2d", "2n", "3n") if m in scores}
     if "3d" in scores and features.on_grid_3d:
         maps["3d"] = upsample_2d(scores["3d"].reshape(features.grid), size)
     elif "3d" in scores:
@@ -26,8 +28,9 @@ def part_maps(features: PartFeatures, scores: dict[str, np.ndarray], sigma: floa
 
 
 def salient_feature(features: PartFeatures, modality: str, scores: np.ndarray) -> np.ndarray:
-    """The aggregated feature (second-to-last layer) at the part's top-scoring patch/centre; (C,) float32."""
-    return salient_features(features.features(modality)[None], np.asarray(scores)[None])[0]
+    """The aggregated feature (second-to-last layer) at the part's top-scoring patch/centre of
+    stream ``modality``; (C,) float32."""
+    return salient_features(features.features(FEATURES_OF[modality])[None], np.asarray(scores)[None])[0]
 
 
 def fusion_scale(fusion: str, floors: dict[str, Sequence[float]], peaks: dict[str, Sequence[float]]
@@ -52,7 +55,10 @@ def fusion_scale(fusion: str, floors: dict[str, Sequence[float]], peaks: dict[st
 
 
 def fuse_maps(maps: dict[str, np.ndarray], scale: dict[str, tuple[float, float]] | None) -> np.ndarray:
-    """(S, S) float32: the modalities' maps summed, each first put on ``scale`` (see fusion_scale)."""
-    if scale is None:
-        return np.sum(list(maps.values()), axis=0).astype(np.float32)
-    return np.sum([(maps[m] - scale[m][0]) / scale[m][1] for m in maps], axis=0).astype(np.float32)
+    """(S, S) float32: the streams' maps summed, each first put on ``scale`` (see fusion_scale).
+
+    With both 3D streams ("3d" and "3n", each with its 2D partner), the mean of the two
+    pairs' sums, so a fused map keeps one pair's scale."""
+    scaled = list(maps.values()) if scale is None else [(maps[m] - scale[m][0]) / scale[m][1] for m in maps]
+    pairs = max(1, sum(m in ("3d", "3n") for m in maps))
+    return (np.sum(scaled, axis=0) / pairs).astype(np.float32)

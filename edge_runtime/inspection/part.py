@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 _PAINT_3D = ("pixel_index", "idw_index", "idw_weight")  # how centre scores reach the pixels
+_ARRAYS = ("z2", "z3", "point2patch") + _PAINT_3D + ("zn",)  # what persistence keeps
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,9 @@ class PartFeatures:
     3D features on the patch grid (the "normals" encoder: G = h * w, centre i
     is patch i) have no pixel_index, idw_index or idw_weight: their map is
     drawn as the 2D one is (``on_grid_3d``).
+    zn : (P, n_layers, C2) float16 or None, with z3: the normals picture's
+        features on the patch grid, a second 3D stream ("3n", the
+        "fpfh+normals" encoder); the part's 3D modality holds z3 and zn.
     """
 
     image_size: int
@@ -33,6 +37,7 @@ class PartFeatures:
     pixel_index: np.ndarray | None = None
     idw_index: np.ndarray | None = None
     idw_weight: np.ndarray | None = None
+    zn: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.z2 is None and self.z3 is None:
@@ -49,6 +54,10 @@ class PartFeatures:
             if self.on_grid_3d and (self.grid is None or self.z3.shape[0] != self.grid[0] * self.grid[1]):
                 raise ValueError(f"3D features without {_PAINT_3D} sit on the patch grid: z3 has "
                                  f"{self.z3.shape[0]} rows for grid {self.grid}")
+        if self.zn is not None and (self.z3 is None or self.grid is None or self.zn.ndim != 3
+                                    or self.zn.shape[0] != self.grid[0] * self.grid[1]):
+            raise ValueError(f"zn (normals on the patch grid, with z3) of shape {getattr(self.zn, 'shape', None)} "
+                             f"does not match grid {self.grid}")
 
     @property
     def on_grid_3d(self) -> bool:
@@ -59,8 +68,13 @@ class PartFeatures:
     def modalities(self) -> tuple[str, ...]:
         return tuple(m for m, z in (("2d", self.z2), ("3d", self.z3)) if z is not None)
 
+    def holds(self, modality: str) -> bool:
+        """Whether the part has features of "2d", "3d" or "3n" (the normals stream)."""
+        return {"2d": self.z2, "3d": self.z3, "3n": self.zn}[modality] is not None
+
     def features(self, modality: str) -> np.ndarray:
-        z = self.z2 if modality == "2d" else self.z3
+        """The features of "2d", "3d" or "3n" (the normals stream)."""
+        z = {"2d": self.z2, "3d": self.z3, "3n": self.zn}[modality]
         if z is None:
             raise ValueError(f"part has no {modality} features")
         return z
@@ -71,8 +85,7 @@ class PartFeatures:
         return dataclasses.replace(
             self,
             z2=self.z2 if "2d" in modalities else None,
-            **{n: getattr(self, n) if keep3 else None
-               for n in ("z3", "point2patch", "pixel_index", "idw_index", "idw_weight")},
+            **{n: getattr(self, n) if keep3 else None for n in _ARRAYS[1:]},
         )
 
     def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
@@ -80,7 +93,7 @@ class PartFeatures:
         out = {f"{prefix}image_size": np.int64(self.image_size)}
         if self.grid is not None:
             out[f"{prefix}grid"] = np.asarray(self.grid, dtype=np.int64)
-        for name in ("z2", "z3", "point2patch", "pixel_index", "idw_index", "idw_weight"):
+        for name in _ARRAYS:
             value = getattr(self, name)
             if value is not None:
                 out[prefix + name] = value
@@ -93,5 +106,5 @@ class PartFeatures:
         return cls(
             image_size=int(get("image_size")),
             grid=None if grid is None else (int(grid[0]), int(grid[1])),
-            **{n: get(n) for n in ("z2", "z3", "point2patch", "pixel_index", "idw_index", "idw_weight")},
+            **{n: get(n) for n in _ARRAYS},
         )

@@ -27,33 +27,49 @@ def pool_distances(parts: Sequence[PartFeatures], modality: str,
     match_radius : aligned matching (fixtured parts) on the parts' patch grid, or None.
     """
     z = np.stack([p.features(modality) for p in parts])  # (N, L, n_layers, C)
-    cells = (np.stack([p.point2patch for p in parts]) if modality == "3d"
+    cells = (np.stack([p.point2patch for p in parts]) if modality == "3d"  # "2d" and "3n": one per patch
              else np.broadcast_to(np.arange(z.shape[1]), z.shape[:2]))
     match = aligned_match(match_radius, parts[0].grid, cells)
     return [references_only(pairwise_min_distances(z[:, :, layer], match=match)) for layer in range(z.shape[2])]
 
 
+# Each 3D stream CAE pairs with 2D, and the key of the 2D scores that pairing enhances: "3n" (the
+# normals picture on the patch grid, settings.normals_stream) has its own 2D partner, "2n".
+PAIRS = (("3d", "2d"), ("3n", "2n"))
+
+
+def part_scores(rows: dict[str, Sequence[np.ndarray]], point2patch: np.ndarray | None, interval: float,
+                cae: bool) -> dict[str, np.ndarray]:
+    """One part's patch/centre scores per stream from its per-reference distances.
+
+    rows : modality ("2d", "3d", "3n") -> per layer (L_m, R) float.
+    point2patch : (G,) int, the 2D patch of each 3D centre (needed for CAE).
+    Returns {stream: (L_m,) float32}, averaged over layers. With 2D, each 3D
+    stream in ``rows`` comes with its 2D partner (PAIRS): cross-modal enhanced
+    with it when ``cae``, else the plain 2D scores (so "2n" equals "2d").
+    """
+    def mean(layers):
+        return np.mean(layers, axis=0, dtype=np.float32)
+
+    if not cae or "2d" not in rows or len(rows) == 1:
+        plain = {m: mean([interval_mean(o, interval) for o in rows[m]]) for m in rows}
+        return plain | ({"2n": plain["2d"]} if "2d" in rows and "3n" in rows else {})
+    out = {}
+    for m3, m2 in PAIRS:
+        if m3 in rows:
+            p2p = point2patch if m3 == "3d" else np.arange(rows[m3][0].shape[0])
+            per_layer = [enhance(o2, o3, p2p, interval) for o2, o3 in zip(rows["2d"], rows[m3])]
+            out[m2], out[m3] = mean([a for a, _ in per_layer]), mean([b for _, b in per_layer])
+    return out
+
+
 def distance_scores(distances: dict[str, list[np.ndarray]], point2patch: np.ndarray | None, interval: float,
                     cae: bool) -> list[dict[str, np.ndarray]]:
-    """Patch/centre scores of every part from its per-reference distances.
-
-    distances : modality -> per layer (N, L_m, R) float. point2patch : (N, G)
-    int (needed for CAE). Returns per part {modality: (L_m,) float32}, averaged
-    over layers; CAE (2D+3D with ``cae``) pairs the layers of the two modalities.
-    """
-    mods = tuple(distances)
-    n = distances[mods[0]][0].shape[0]
-    if cae and mods == ("2d", "3d"):
-        out = []
-        for i in range(n):
-            per_layer = [enhance(o2[i], o3[i], point2patch[i], interval)
-                         for o2, o3 in zip(distances["2d"], distances["3d"])]
-            out.append({"2d": np.mean([a for a, _ in per_layer], axis=0, dtype=np.float32),
-                        "3d": np.mean([b for _, b in per_layer], axis=0, dtype=np.float32)})
-        return out
-    per_mod = {m: np.mean([interval_mean(o, interval) for o in distances[m]], axis=0, dtype=np.float32)
-               for m in mods}
-    return [{m: per_mod[m][i] for m in mods} for i in range(n)]
+    """Every part's ``part_scores``. distances : modality -> per layer (N, L_m, R) float;
+    point2patch : (N, G) int or None."""
+    n = next(iter(distances.values()))[0].shape[0]
+    return [part_scores({m: [o[i] for o in layers] for m, layers in distances.items()},
+                        None if point2patch is None else point2patch[i], interval, cae) for i in range(n)]
 
 
 def score_distances(parts: Sequence[PartFeatures], distances: dict[str, list[np.ndarray]],
@@ -61,22 +77,23 @@ def score_distances(parts: Sequence[PartFeatures], distances: dict[str, list[np.
     """Maps and image scores of a pool from its distances (see ``pool_distances``).
 
     Returns {key: (maps (N, S, S) float32, image scores (N,) float32)} for each
-    modality and, with both, "fused". Image scores are re-scored (RsCon, in
+    stream (``part_scores``) and, with more than one, "fused". Image scores are re-scored (RsCon, in
     [0, 1]) where ``settings.rescores(key)``, else the map maximum.
     """
-    mods = tuple(m for m in ("2d", "3d") if m in distances)
-    if not mods:
+    mods = tuple(m for m in ("2d", "3d", "3n") if m in distances)
+    if not {"2d", "3d"} & set(mods):
         raise ValueError(f"distances must hold '2d' or '3d', got {tuple(distances)}")
     p2p = np.stack([p.point2patch for p in parts]) if "3d" in mods else None
     scores = distance_scores({m: distances[m] for m in mods}, p2p, settings.interval, settings.cae)
+    streams = tuple(scores[0])
     maps = [part_maps(p, sc, settings.map_sigma) for p, sc in zip(parts, scores)]
-    out = {m: np.stack([mp[m] for mp in maps]) for m in mods}
-    salient = {m: np.stack([salient_feature(p, m, sc[m]) for p, sc in zip(parts, scores)]) for m in mods}
-    if len(mods) == 2:
-        scale = fusion_scale(settings.fusion, {m: [float(np.median(sc[m])) for sc in scores] for m in mods},
-                             {m: out[m].reshape(len(parts), -1).max(axis=1) for m in mods})
+    out = {m: np.stack([mp[m] for mp in maps]) for m in streams}
+    salient = {m: np.stack([salient_feature(p, m, sc[m]) for p, sc in zip(parts, scores)]) for m in streams}
+    if len(streams) > 1:
+        scale = fusion_scale(settings.fusion, {m: [float(np.median(sc[m])) for sc in scores] for m in streams},
+                             {m: out[m].reshape(len(parts), -1).max(axis=1) for m in streams})
         out["fused"] = np.stack([fuse_maps(mp, scale) for mp in maps])
-        salient["fused"] = np.concatenate([salient[m] for m in mods], axis=1)
+        salient["fused"] = np.concatenate([salient[m] for m in streams], axis=1)
     result = {}
     for key, m in out.items():
         raw = m.reshape(len(parts), -1).max(axis=1).astype(np.float32)

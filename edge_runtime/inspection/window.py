@@ -27,7 +27,8 @@ import numpy as np
 
 from edge_runtime.inspection.device import array_module, on_device, parse_device, to_host
 from edge_runtime.inspection.part import PartFeatures
-from edge_runtime.scoring import DEFAULT_BUDGET, augment, enhance, interval_mean
+from edge_runtime.inspection.pool import part_scores
+from edge_runtime.scoring import DEFAULT_BUDGET, augment, interval_mean
 from edge_runtime.scoring._checks import INTERVAL, check_interval
 from edge_runtime.scoring.aligned import (
     CellLayout,
@@ -43,8 +44,10 @@ from edge_runtime.scoring.tiles import GPU_BUDGET, active_width, distances, squa
 class LineWindow:
     """The references of one line (at most ``capacity``) and the candidates being decided.
 
-    capacity : N references. modalities : ("2d",), ("3d",) or ("2d", "3d");
-    2D+3D scores use cross-modal enhancement when ``cross_modal``. interval :
+    capacity : N references. modalities : ("2d",), ("3d",), ("2d", "3d") or
+    ("2d", "3d", "3n") (the normals stream on the patch grid, see
+    InspectionSettings.normals_stream); 2D+3D scores use cross-modal
+    enhancement when ``cross_modal`` (pool.part_scores). interval :
     fraction of references averaged.
     budget : bytes of distance tile one worker holds at once (on a GPU: of one
         distance block; default DEFAULT_BUDGET on the host, GPU_BUDGET on a GPU).
@@ -123,7 +126,7 @@ class LineWindow:
         """
         if part in self._slot:
             raise ValueError(f"part {part!r} is already in the window")
-        missing = [m for m in self.modalities if m not in features.modalities]
+        missing = [m for m in self.modalities if not features.holds(m)]
         if missing:
             raise ValueError(f"part {part!r} lacks {', '.join(missing)} features the window needs")
         for m in self.modalities:
@@ -219,7 +222,7 @@ class LineWindow:
         left = augment(z, "left", xp)
         if cells is None:
             return distances(*squared_min_distances(left, right, slots, self.budget, xp=xp), xp=xp)
-        if modality == "2d":  # one patch per cell: exactly the pairs in range, every slot at once (no copy)
+        if self._by_cell(modality):  # one patch per cell: exactly the pairs in range, every slot at once (no copy)
             to_refs, from_refs = grid_squared_min_distances(left, right.transpose(1, 2, 0), self._grid,
                                                             self.match_radius, self.budget)
             return distances(to_refs[:, slots], from_refs[slots])
@@ -238,10 +241,10 @@ class LineWindow:
         return right.transpose(0, 3, 1, 2) if self._by_cell(modality) else right
 
     def _by_cell(self, modality: str) -> bool:
-        return self.match_radius is not None and modality == "2d"
+        return self.match_radius is not None and modality != "3d"
 
     def _cells(self, modality: str, features: PartFeatures) -> np.ndarray | None:
-        """Each item's grid cell for aligned matching (2D: its patch; 3D: point2patch), None for global."""
+        """Each item's grid cell for aligned matching (2D and "3n": its patch; 3D: point2patch), None for global."""
         if self.match_radius is None:
             return None
         if features.grid is None:
@@ -250,9 +253,9 @@ class LineWindow:
         if self._grid not in (None, grid):
             raise ValueError(f"part grid {grid} differs from the window's {self._grid}")
         self._grid = grid
-        if modality == "2d":
-            return np.arange(grid[0] * grid[1])
-        return np.asarray(features.point2patch, dtype=np.int64)
+        if modality == "3d":
+            return np.asarray(features.point2patch, dtype=np.int64)
+        return np.arange(grid[0] * grid[1])
 
     def remove(self, part: str) -> None:
         """Drop a part; its column stops counting for every other member."""
@@ -281,24 +284,17 @@ class LineWindow:
     def scores(self, part: str) -> dict[str, np.ndarray]:
         """Mutual scores of one member against the window's other references.
 
-        Returns {modality: (L_m,) float32}, per-layer scores averaged over layers;
-        with 2D and 3D and ``cross_modal``, cross-modal enhanced. Needs >= 1 other reference (2 for 2D+3D).
+        Returns ``pool.part_scores``: {stream: (L_m,) float32}, per-layer scores averaged over
+        layers; with 2D and 3D and ``cross_modal``, cross-modal enhanced. Needs >= 1 other
+        reference (2 with several modalities).
         """
         refs = self.references(part)
-        if refs.size < 1 or (len(self.modalities) == 2 and refs.size < 2):
+        if refs.size < 1 or (len(self.modalities) > 1 and refs.size < 2):
             raise ValueError(f"window holds {refs.size} other references: too few to score")
         me = self._slot[part]
         with on_device(self._xp, self.device):  # only this part's rows leave the device
             rows = {m: to_host(self._rows[m][:, me][:, :, self._xp.asarray(refs)]) for m in self.modalities}
-        if len(self.modalities) == 1 or not self.cross_modal:
-            return {m: np.mean([interval_mean(o, self.interval) for o in rows[m]], axis=0, dtype=np.float32)
-                    for m in self.modalities}
-        p2p = self._parts[me].point2patch
-        per_layer = [enhance(o2, o3, p2p, self.interval) for o2, o3 in zip(rows["2d"], rows["3d"])]
-        return {
-            "2d": np.mean([s2 for s2, _ in per_layer], axis=0, dtype=np.float32),
-            "3d": np.mean([s3 for _, s3 in per_layer], axis=0, dtype=np.float32),
-        }
+        return part_scores(rows, self._parts[me].point2patch, self.interval, self.cross_modal)
 
     def query(self, features: PartFeatures, modality: str) -> np.ndarray:
         """Score a part that stays outside the window on one modality (no CAE).

@@ -74,7 +74,7 @@ DEFAULT_ENDPOINTS = {
     "reject": "",
 }
 DEFAULT_LINE = "default"
-# The embedded default profile: 2D+3D on EfficientNet-Lite0 + FPFH (InspectionSettings' defaults).
+# The embedded default profile: 2D+3D on EfficientNet-Lite0 + FPFH and normals (InspectionSettings' defaults).
 EMBEDDED_PROFILE: dict = {"line": {"name": DEFAULT_LINE}}
 EMBEDDED_SOURCE = "<embedded>"
 MODALITY_SENSOR = {modality: sensor for sensor, modality in SENSORS.items()}
