@@ -171,14 +171,14 @@ class FeatureExtractor:
         except ValueError as exc:  # empty foreground, no plane on the border, ...
             raise InspectionError("cloud", f"xyz: {exc}") from exc
         t = _timed(latency, "preprocess", t)
-        if s.encoder_3d == "normals":
-            # On the patch grid: patch i is centre i, and the 3D map is drawn as the 2D one is.
-            z3 = self._encode_picture(pointcloud.normal_image(organized), latency, t)
-            return organized, {"z3": z3, "point2patch": np.arange(len(z3), dtype=np.int32), "grid": self.grid}
-        # both 3D encoders: the normals picture as the second stream, then FPFH as below
-        fields = ({"zn": self._encode_picture(pointcloud.normal_image(organized), latency, t), "grid": self.grid}
-                  if s.normals_stream() else {})
-        t = time.perf_counter()
+        fields = {}
+        if s.encoder_3d == "normals" or s.normals_stream():
+            zn = self._encode_picture(pointcloud.normal_image(organized), latency, t)
+            if s.encoder_3d == "normals":
+                # On the patch grid: patch i is centre i, and the 3D map is drawn as the 2D one is.
+                return organized, {"z3": zn, "point2patch": np.arange(len(zn), dtype=np.int32), "grid": self.grid}
+            fields = {"zn": zn, "grid": self.grid}  # both 3D encoders: the second stream, then FPFH below
+            t = time.perf_counter()
         points, pixel_index = pointcloud.organized_to_flat(organized)
         need = max(s.centres(), s.group_size)
         if len(points) < need:

@@ -9,7 +9,10 @@ from edge_runtime.inspection.part import PartFeatures
 from edge_runtime.scoring import paint_3d, salient_features, upsample_2d
 
 
-# The features each scored stream reads ("2n": the 2D scores enhanced by the normals stream, see pool.PAIRS).
+# Each 3D stream CAE pairs with 2D, and the key of the 2D scores that pairing enhances: "3n" (the
+# normals picture on the patch grid, settings.normals_stream) has its own 2D partner, "2n".
+PAIRS = (("3d", "2d"), ("3n", "2n"))
+# The features each scored stream reads.
 FEATURES_OF = {"2d": "2d", "3d": "3d", "2n": "2d", "3n": "3n"}
 
 
@@ -60,5 +63,5 @@ def fuse_maps(maps: dict[str, np.ndarray], scale: dict[str, tuple[float, float]]
     With both 3D streams ("3d" and "3n", each with its 2D partner), the mean of the two
     pairs' sums, so a fused map keeps one pair's scale."""
     scaled = list(maps.values()) if scale is None else [(maps[m] - scale[m][0]) / scale[m][1] for m in maps]
-    pairs = max(1, sum(m in ("3d", "3n") for m in maps))
+    pairs = max(1, sum(m3 in maps for m3, _ in PAIRS))
     return (np.sum(scaled, axis=0) / pairs).astype(np.float32)

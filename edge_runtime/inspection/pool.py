@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edge_runtime.inspection.maps import fuse_maps, fusion_scale, part_maps, salient_feature
+from edge_runtime.inspection.maps import PAIRS, fuse_maps, fusion_scale, part_maps, salient_feature
 from edge_runtime.inspection.part import PartFeatures
 from edge_runtime.inspection.settings import InspectionSettings
 from edge_runtime.scoring import enhance, interval_mean, pairwise_min_distances, references_only, rescore
@@ -31,11 +31,6 @@ def pool_distances(parts: Sequence[PartFeatures], modality: str,
              else np.broadcast_to(np.arange(z.shape[1]), z.shape[:2]))
     match = aligned_match(match_radius, parts[0].grid, cells)
     return [references_only(pairwise_min_distances(z[:, :, layer], match=match)) for layer in range(z.shape[2])]
-
-
-# Each 3D stream CAE pairs with 2D, and the key of the 2D scores that pairing enhances: "3n" (the
-# normals picture on the patch grid, settings.normals_stream) has its own 2D partner, "2n".
-PAIRS = (("3d", "2d"), ("3n", "2n"))
 
 
 def part_scores(rows: dict[str, Sequence[np.ndarray]], point2patch: np.ndarray | None, interval: float,
