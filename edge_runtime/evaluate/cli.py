@@ -42,9 +42,9 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
 
     mods = sorted({m for spec in args.modality for m in spec.split("+")})
+    encoder_3d = args.encoder3d or ("fpfh" if args.preset == "paper" else InspectionSettings.encoder_3d)
     settings = InspectionSettings(
-        modalities=tuple(mods), encoder_2d=args.encoder2d, encoder_3d=args.encoder3d or ("fpfh" if args.preset == "paper" else InspectionSettings.encoder_3d),
-        image_size=args.image_size,
+        modalities=tuple(mods), encoder_2d=args.encoder2d, encoder_3d=encoder_3d, image_size=args.image_size,
         groups=args.groups, group_size=args.group_size, pooling_3d=args.pooling_3d, window=max(args.window + [8]),
         guard=args.guard == "on",
         match_radius=args.match_radius,

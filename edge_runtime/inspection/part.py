@@ -8,6 +8,7 @@ import numpy as np
 
 _PAINT_3D = ("pixel_index", "idw_index", "idw_weight")  # how centre scores reach the pixels
 _ARRAYS = ("z2", "z3", "point2patch") + _PAINT_3D + ("zn",)  # what persistence keeps
+_FEATURES = {"2d": "z2", "3d": "z3", "3n": "zn"}  # each feature set's field
 
 
 @dataclass(frozen=True)
@@ -70,11 +71,11 @@ class PartFeatures:
 
     def holds(self, modality: str) -> bool:
         """Whether the part has features of "2d", "3d" or "3n" (the normals stream)."""
-        return {"2d": self.z2, "3d": self.z3, "3n": self.zn}[modality] is not None
+        return getattr(self, _FEATURES[modality]) is not None
 
     def features(self, modality: str) -> np.ndarray:
         """The features of "2d", "3d" or "3n" (the normals stream)."""
-        z = {"2d": self.z2, "3d": self.z3, "3n": self.zn}[modality]
+        z = getattr(self, _FEATURES[modality])
         if z is None:
             raise ValueError(f"part has no {modality} features")
         return z
