@@ -34,7 +34,7 @@ def test_window_scale_is_the_pools_median_floor_and_peak():
     parts = make_pool()
     settings = InspectionSettings(cae=False, rscon=False, fusion="window", map_sigma=0)
     dist = {m: pool_distances(parts, m) for m in ("2d", "3d")}
-    scores = distance_scores(dist, None, settings.interval, cae=False)
+    scores = distance_scores(dist, parts, settings.interval, cae=False)
     maps = [part_maps(p, sc, 0) for p, sc in zip(parts, scores)]
     expected = {}
     for m in ("2d", "3d"):

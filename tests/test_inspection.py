@@ -215,6 +215,10 @@ def test_both_3d_encoders_keep_fpfh_and_the_normals_picture(extracted, normals_l
     np.testing.assert_array_equal(f.pixel_index, fpfh.pixel_index)
     np.testing.assert_array_equal(f.zn, normals.z3)  # and the normals encoder's picture on the patch grid
     assert f.zn.shape == (28 * 28, 3, 192) and not f.on_grid_3d and f.modalities == ("2d", "3d")
+    # each stream's items sit on the patch grid: the centres at their patch, 2D and the picture one per patch
+    np.testing.assert_array_equal(f.cells("3d"), f.point2patch)
+    np.testing.assert_array_equal(f.cells("3n"), np.arange(28 * 28))
+    np.testing.assert_array_equal(f.cells("2d"), np.arange(28 * 28))
     assert f.only(("3d",)).zn is not None and f.only(("2d",)).zn is None
     back = type(f).from_arrays(f.to_arrays("m."), "m.")
     np.testing.assert_array_equal(back.zn, f.zn)

@@ -72,7 +72,7 @@ def _cases(parts: list[PartFeatures], budget: int, workers: int) -> dict:
                  for layer, w in enumerate(width[m])] for m in mods}
     query = {m: [augment(new.features(m)[:, layer, :w], "left") for layer, w in enumerate(width[m])]
              for m in mods}
-    pairs = [(m, new.point2patch if m == "3d" else np.arange(new.z2.shape[0])) for m in mods[1:]]
+    pairs = [(m, new.cells(m)) for m in mods[1:]]
     rows = {}
 
     def whole():

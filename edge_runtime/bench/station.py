@@ -183,11 +183,9 @@ def incremental(settings, window: int, sims: list, repeats: int = 5) -> dict:
     t = time.perf_counter()
     if settings.modalities == ("2d", "3d"):
         z2 = np.stack([m.z2 for m in members])
-        mutual_scores_multimodal(z2, np.stack([m.z3 for m in members]),
-                                 np.stack([m.point2patch for m in members]), settings.interval)
-        if settings.normals_stream():  # the normals stream pairs with 2D on the patch grid
-            mutual_scores_multimodal(z2, np.stack([m.zn for m in members]),
-                                     np.broadcast_to(np.arange(z2.shape[1]), z2.shape[:2]), settings.interval)
+        for m3 in ("3d", "3n") if settings.normals_stream() else ("3d",):  # each 3D stream pairs with 2D
+            mutual_scores_multimodal(z2, np.stack([m.features(m3) for m in members]),
+                                     np.stack([m.cells(m3) for m in members]), settings.interval)
     else:
         (mod,) = settings.modalities
         mutual_scores(np.stack([m.features(mod) for m in members]), settings.interval)

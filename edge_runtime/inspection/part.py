@@ -80,6 +80,17 @@ class PartFeatures:
             raise ValueError(f"part has no {modality} features")
         return z
 
+    def cells(self, modality: str) -> np.ndarray:
+        """(L_m,) int64: the patch-grid cell of each item of ``features(modality)``.
+
+        3D centres sit at ``point2patch``; the 2D patches and the normals stream
+        ("3n") are one item per patch, in grid order.
+        """
+        z = self.features(modality)
+        if modality == "3d":
+            return np.asarray(self.point2patch, dtype=np.int64)
+        return np.arange(z.shape[0])
+
     def only(self, modalities) -> "PartFeatures":
         """The same part with only the given modalities' features."""
         keep3 = "3d" in modalities

@@ -27,18 +27,17 @@ def pool_distances(parts: Sequence[PartFeatures], modality: str,
     match_radius : aligned matching (fixtured parts) on the parts' patch grid, or None.
     """
     z = np.stack([p.features(modality) for p in parts])  # (N, L, n_layers, C)
-    cells = (np.stack([p.point2patch for p in parts]) if modality == "3d"  # "2d" and "3n": one per patch
-             else np.broadcast_to(np.arange(z.shape[1]), z.shape[:2]))
+    cells = np.stack([p.cells(modality) for p in parts])
     match = aligned_match(match_radius, parts[0].grid, cells)
     return [references_only(pairwise_min_distances(z[:, :, layer], match=match)) for layer in range(z.shape[2])]
 
 
-def part_scores(rows: dict[str, Sequence[np.ndarray]], point2patch: np.ndarray | None, interval: float,
+def part_scores(rows: dict[str, Sequence[np.ndarray]], part: PartFeatures, interval: float,
                 cae: bool) -> dict[str, np.ndarray]:
     """One part's patch/centre scores per stream from its per-reference distances.
 
     rows : modality ("2d", "3d", "3n") -> per layer (L_m, R) float.
-    point2patch : (G,) int, the 2D patch of each 3D centre (needed for CAE).
+    part : the part they belong to (CAE reads each 3D item's patch, ``PartFeatures.cells``).
     Returns {stream: (L_m,) float32}, averaged over layers. With 2D, each 3D
     stream in ``rows`` comes with its 2D partner (PAIRS): cross-modal enhanced
     with it when ``cae``, else the plain 2D scores (so "2n" equals "2d").
@@ -52,19 +51,16 @@ def part_scores(rows: dict[str, Sequence[np.ndarray]], point2patch: np.ndarray |
     out = {}
     for m3, m2 in PAIRS:
         if m3 in rows:
-            p2p = point2patch if m3 == "3d" else np.arange(rows[m3][0].shape[0])
-            per_layer = [enhance(o2, o3, p2p, interval) for o2, o3 in zip(rows["2d"], rows[m3])]
+            per_layer = [enhance(o2, o3, part.cells(m3), interval) for o2, o3 in zip(rows["2d"], rows[m3])]
             out[m2], out[m3] = mean([a for a, _ in per_layer]), mean([b for _, b in per_layer])
     return out
 
 
-def distance_scores(distances: dict[str, list[np.ndarray]], point2patch: np.ndarray | None, interval: float,
+def distance_scores(distances: dict[str, list[np.ndarray]], parts: Sequence[PartFeatures], interval: float,
                     cae: bool) -> list[dict[str, np.ndarray]]:
-    """Every part's ``part_scores``. distances : modality -> per layer (N, L_m, R) float;
-    point2patch : (N, G) int or None."""
-    n = next(iter(distances.values()))[0].shape[0]
-    return [part_scores({m: [o[i] for o in layers] for m, layers in distances.items()},
-                        None if point2patch is None else point2patch[i], interval, cae) for i in range(n)]
+    """Every part's ``part_scores``. distances : modality -> per layer (N, L_m, R) float, N = len(parts)."""
+    return [part_scores({m: [o[i] for o in layers] for m, layers in distances.items()}, part, interval, cae)
+            for i, part in enumerate(parts)]
 
 
 def score_distances(parts: Sequence[PartFeatures], distances: dict[str, list[np.ndarray]],
@@ -78,8 +74,7 @@ def score_distances(parts: Sequence[PartFeatures], distances: dict[str, list[np.
     mods = tuple(m for m in ("2d", "3d", "3n") if m in distances)
     if not {"2d", "3d"} & set(mods):
         raise ValueError(f"distances must hold '2d' or '3d', got {tuple(distances)}")
-    p2p = np.stack([p.point2patch for p in parts]) if "3d" in mods else None
-    scores = distance_scores({m: distances[m] for m in mods}, p2p, settings.interval, settings.cae)
+    scores = distance_scores({m: distances[m] for m in mods}, parts, settings.interval, settings.cae)
     streams = tuple(scores[0])
     maps = [part_maps(p, sc, settings.map_sigma) for p, sc in zip(parts, scores)]
     out = {m: np.stack([mp[m] for mp in maps]) for m in streams}

@@ -244,7 +244,7 @@ class LineWindow:
         return self.match_radius is not None and modality != "3d"
 
     def _cells(self, modality: str, features: PartFeatures) -> np.ndarray | None:
-        """Each item's grid cell for aligned matching (2D and "3n": its patch; 3D: point2patch), None for global."""
+        """Each item's grid cell for aligned matching (``PartFeatures.cells``), None for global."""
         if self.match_radius is None:
             return None
         if features.grid is None:
@@ -253,9 +253,7 @@ class LineWindow:
         if self._grid not in (None, grid):
             raise ValueError(f"part grid {grid} differs from the window's {self._grid}")
         self._grid = grid
-        if modality == "3d":
-            return np.asarray(features.point2patch, dtype=np.int64)
-        return np.arange(grid[0] * grid[1])
+        return features.cells(modality)
 
     def remove(self, part: str) -> None:
         """Drop a part; its column stops counting for every other member."""
@@ -294,7 +292,7 @@ class LineWindow:
         me = self._slot[part]
         with on_device(self._xp, self.device):  # only this part's rows leave the device
             rows = {m: to_host(self._rows[m][:, me][:, :, self._xp.asarray(refs)]) for m in self.modalities}
-        return part_scores(rows, self._parts[me].point2patch, self.interval, self.cross_modal)
+        return part_scores(rows, self._parts[me], self.interval, self.cross_modal)
 
     def query(self, features: PartFeatures, modality: str) -> np.ndarray:
         """Score a part that stays outside the window on one modality (no CAE).
