@@ -4,7 +4,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from edge_runtime.inspection.maps import fuse_maps, fusion_scale, part_maps
+from edge_runtime.inspection.maps import fuse, fusion_scale, part_maps
 from edge_runtime.inspection.part import PartFeatures
 from edge_runtime.inspection.pool import distance_scores, pool_distances, score_distances
 from edge_runtime.inspection.settings import BOTH_3D, GROUPS, GROUPS_3D_ALONE, PAPER, STAGES_2D_ALONE, InspectionSettings
@@ -45,7 +45,12 @@ def test_window_scale_is_the_pools_median_floor_and_peak():
     for i, mp in enumerate(maps):
         want = sum((mp[m] - expected[m][0]) / expected[m][1] for m in ("2d", "3d"))
         np.testing.assert_allclose(out["fused"][0][i], want, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(out["fused"][1], out["fused"][0].reshape(len(parts), -1).max(axis=1))
+    # the image score: the larger of the two modalities' peaks on that scale
+    peaks = [max(((mp[m] - expected[m][0]) / expected[m][1]).max() for m in ("2d", "3d")) for mp in maps]
+    np.testing.assert_allclose(out["fused"][1], peaks, rtol=1e-5, atol=1e-5)
+    by_map = score_distances(parts, dist, dataclasses.replace(settings, fused_score="map"))
+    np.testing.assert_array_equal(by_map["fused"][0], out["fused"][0])  # the same fused map
+    np.testing.assert_allclose(by_map["fused"][1], out["fused"][0].reshape(len(parts), -1).max(axis=1))
     # Each modality lands on the same scale: a typical peak at 1 above a typical floor at 0.
     for m in ("2d", "3d"):
         assert np.median([(mp[m].max() - expected[m][0]) / expected[m][1] for mp in maps]) == pytest.approx(1.0)
@@ -70,11 +75,32 @@ def test_fusion_scale_needs_a_known_fusion_and_sum_is_no_scale():
     flat = fusion_scale("window", {"2d": [1.0, 1.0]}, {"2d": [1.0, 1.0]})
     assert flat["2d"][1] > 0  # a window with no spread still divides by a positive span
     m = {"2d": np.ones((2, 2), np.float32)}
-    np.testing.assert_array_equal(fuse_maps(m, None), m["2d"])
+    np.testing.assert_array_equal(fuse(m, None, "map")[0], m["2d"])
+
+
+def test_fused_score_is_the_larger_modality_peak_or_the_fused_maps_maximum():
+    # 2D sees a stain at one pixel; 3D is flat there and has ordinary noise peaks elsewhere
+    two = np.zeros((4, 4), np.float32)
+    two[0, 0] = 2.0
+    three = np.zeros((4, 4), np.float32)
+    three[3, 3] = 0.5
+    maps = {"2d": two, "3d": three, "2n": two * 0.5, "3n": three}
+    fused, score = fuse(maps, None, "modality")
+    np.testing.assert_allclose(fused, (two + two * 0.5) / 2 + three)  # each modality the mean of its streams
+    assert score == pytest.approx(1.5)  # the 2D modality's peak, not diluted and not added to
+    assert fuse(maps, None, "map")[1] == pytest.approx(1.5)
+    maps["3d"] = maps["3n"] = np.full((4, 4), 0.5, np.float32)  # 3D's noise under the stain too
+    assert fuse(maps, None, "modality")[1] == pytest.approx(1.5)
+    assert fuse(maps, None, "map")[1] == pytest.approx(2.0)  # the sum adds the other sensor's level
+    scale = {"2d": (1.0, 2.0), "2n": (0.0, 1.0), "3d": (0.5, 1.0), "3n": (0.5, 1.0)}
+    _, scaled = fuse(maps, scale, "modality")
+    assert scaled == pytest.approx(max(((two - 1) / 2 + two * 0.5).max() / 2, 0.0))
+    with pytest.raises(ValueError, match="fused_score"):
+        fuse(maps, None, "mean")
 
 
 @pytest.mark.parametrize("bad, match", [
-    ({"fusion": "minmax"}, "fusion"), ({"cae": 1}, "cae"), ({"rscon": "yes"}, "rscon"),
+    ({"fusion": "minmax"}, "fusion"), ({"fused_score": "sum"}, "fused_score"), ({"cae": 1}, "cae"), ({"rscon": "yes"}, "rscon"),
     ({"r_list_3d": ()}, "r_list_3d"), ({"fpfh_radii": (0.1, 0.05)}, "fpfh_radii"), ({"fpfh_radii": (0.0,)}, "fpfh_radii"),
 ])
 def test_bad_scoring_settings_are_named(bad, match):
@@ -85,6 +111,7 @@ def test_bad_scoring_settings_are_named(bad, match):
 def test_scoring_switches_change_the_profile_digest():
     base = InspectionSettings()
     for change in ({"cae": not base.cae}, {"rscon": not base.rscon}, {"fusion": "sum" if base.fusion != "sum" else "window"},
+                   {"fused_score": "map"},
                    {"r_list_3d": (1, 3)}, {"fpfh_radii": (0.02, 0.04, 0.08)}):
         assert dataclasses.replace(base, **change).digest() != base.digest()
 

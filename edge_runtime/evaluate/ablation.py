@@ -168,6 +168,7 @@ class Variant:
     cae: bool = True
     rscon: bool = True
     fusion: str = "sum"  # "sum", "window", or "minmax" (the baseline's, over the test pool)
+    fused_score: str = "map"  # the fused image score, as when the tables were recorded
     interval: float = 0.3
 
 
@@ -260,7 +261,7 @@ def score_variant(cache: ClassCache, v: Variant) -> dict[str, dict]:
     parts, dist = pool_of(cache, v)
     # A row's RsCon re-scores every image score, single modalities too, as when the tables were recorded
     settings = InspectionSettings(interval=v.interval, cae=v.cae, rscon=v.rscon, rscon_alone=v.rscon,
-                                  fusion="sum" if v.fusion == "minmax" else v.fusion)
+                                  fusion="sum" if v.fusion == "minmax" else v.fusion, fused_score=v.fused_score)
     # Without CAE the fused run's 2D and 3D entries are the single modalities; with it they are enhanced.
     single = score_distances(parts, dist, replace(settings, cae=False))
     out = {m: single[m] for m in ("2d", "3d")}
@@ -282,7 +283,7 @@ _D = InspectionSettings()
 # 3D stream only: the second one, the normals picture (BOTH_3D), is measured with `musc-edge eval`.
 NEW = Variant(stages=encoder_spec(DEFAULT_2D_ENCODER).default_layers, r2=_D.r_list, cloud=Cloud3D(_D.centres()),
               group_size=_D.group_size, radii=_D.fpfh_radii, r3=_D.r_list_3d, cae=_D.cae, rscon=_D.rscon,
-              fusion=_D.fusion, interval=_D.interval)
+              fusion=_D.fusion, fused_score=_D.fused_score, interval=_D.interval)
 BASE = Variant(stages=(1, 2, 3), r2=(1,), cloud=Cloud3D(GROUPS_3D_ALONE), r3=(1,), cae=False, rscon=False, fusion="minmax")
 
 

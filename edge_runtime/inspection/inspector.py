@@ -47,7 +47,7 @@ from tqdm import tqdm
 from edge_runtime.evaluate.datasets import read_good_parts
 from edge_runtime.inspection.alerts import Alert, AlertMonitor, AlertSettings, region_centre
 from edge_runtime.inspection.features import FeatureExtractor, InspectionError, Preprocessed
-from edge_runtime.inspection.maps import fuse_maps, fusion_scale, part_maps, salient_feature
+from edge_runtime.inspection.maps import fuse, fusion_scale, part_maps, salient_feature
 from edge_runtime.inspection.part import PartFeatures
 from edge_runtime.inspection.settings import InspectionSettings
 from edge_runtime.inspection.policies import verdict_for
@@ -380,11 +380,9 @@ class LineInspector:
         return fusion_scale(self.settings.fusion, {m: [sc.floor[m] for sc in members] for m in streams},
                             {m: [sc.image[m] for sc in members] for m in streams})
 
-    @staticmethod
-    def _fuse(maps: dict[str, np.ndarray], summary: _Scored, scale) -> np.ndarray:
-        """The fused map on ``scale``; sets the summary's fused image score."""
-        fused = fuse_maps(maps, scale)
-        summary.image["fused"] = float(fused.max())
+    def _fuse(self, maps: dict[str, np.ndarray], summary: _Scored, scale) -> np.ndarray:
+        """The fused map on ``scale``; sets the summary's fused image score (``maps.fuse``)."""
+        fused, summary.image["fused"] = fuse(maps, scale, self.settings.fused_score)
         return fused
 
     def _maps(self, features: PartFeatures, scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

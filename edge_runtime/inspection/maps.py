@@ -6,14 +6,16 @@ from collections.abc import Sequence
 import numpy as np
 
 from edge_runtime.inspection.part import PartFeatures
+from edge_runtime.inspection.settings import FUSED_SCORES
 from edge_runtime.scoring import paint_3d, salient_features, upsample_2d
 
 
 # Each 3D stream CAE pairs with 2D, and the key of the 2D scores that pairing enhances: "3n" (the
 # normals picture on the patch grid, settings.normals_stream) has its own 2D partner, "2n".
 PAIRS = (("3d", "2d"), ("3n", "2n"))
-# The features each scored stream reads.
+# The features each scored stream reads, and the modality it counts for in the fusion.
 FEATURES_OF = {"2d": "2d", "3d": "3d", "2n": "2d", "3n": "3n"}
+MODALITY_OF = {"2d": "2d", "2n": "2d", "3d": "3d", "3n": "3d"}
 
 
 def part_maps(features: PartFeatures, scores: dict[str, np.ndarray], sigma: float) -> dict[str, np.ndarray]:
@@ -57,11 +59,31 @@ def fusion_scale(fusion: str, floors: dict[str, Sequence[float]], peaks: dict[st
     return scale
 
 
-def fuse_maps(maps: dict[str, np.ndarray], scale: dict[str, tuple[float, float]] | None) -> np.ndarray:
-    """(S, S) float32: the streams' maps summed, each first put on ``scale`` (see fusion_scale).
+def modality_maps(maps: dict[str, np.ndarray], scale: dict[str, tuple[float, float]] | None
+                  ) -> dict[str, np.ndarray]:
+    """{"2d", "3d"}: (S, S) float32, each modality's streams (MODALITY_OF) put on ``scale``
+    (see fusion_scale; None: as they are) and averaged."""
+    by = {}
+    for m, v in maps.items():
+        by.setdefault(MODALITY_OF[m], []).append(v if scale is None else (v - scale[m][0]) / scale[m][1])
+    return {mod: np.mean(v, axis=0).astype(np.float32) for mod, v in by.items()}
 
-    With both 3D streams ("3d" and "3n", each with its 2D partner), the mean of the two
-    pairs' sums, so a fused map keeps one pair's scale."""
-    scaled = list(maps.values()) if scale is None else [(maps[m] - scale[m][0]) / scale[m][1] for m in maps]
-    pairs = max(1, sum(m3 in maps for m3, _ in PAIRS))
-    return (np.sum(scaled, axis=0) / pairs).astype(np.float32)
+
+def fuse(maps: dict[str, np.ndarray], scale: dict[str, tuple[float, float]] | None, score: str
+         ) -> tuple[np.ndarray, float]:
+    """A part's fused (S, S) float32 map and its fused image score (before RsCon).
+
+    The fused map is the sum of the two ``modality_maps``: with both 3D streams,
+    2D and 3D each the mean of their streams, so the map keeps one pair's scale.
+    score : "map", the fused map's maximum (MuSc-V2), or "modality", the larger
+    of the two modalities' peaks: a defect that one sensor alone sees is not
+    diluted by the other's normal surface there, and a good part is not raised
+    where the noise of both happens to coincide (docs/ABLATION.md, "Fused image score").
+    """
+    by = modality_maps(maps, scale)
+    fused = np.sum(list(by.values()), axis=0, dtype=np.float32)
+    if score == "map":
+        return fused, float(fused.max())
+    if score == "modality":
+        return fused, float(max(v.max() for v in by.values()))
+    raise ValueError(f"fused_score must be one of {FUSED_SCORES}, got {score!r}")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edge_runtime.inspection.maps import PAIRS, fuse_maps, fusion_scale, part_maps, salient_feature
+from edge_runtime.inspection.maps import PAIRS, fuse, fusion_scale, part_maps, salient_feature
 from edge_runtime.inspection.part import PartFeatures
 from edge_runtime.inspection.settings import InspectionSettings
 from edge_runtime.scoring import enhance, interval_mean, pairwise_min_distances, references_only, rescore
@@ -68,8 +68,8 @@ def score_distances(parts: Sequence[PartFeatures], distances: dict[str, list[np.
     """Maps and image scores of a pool from its distances (see ``pool_distances``).
 
     Returns {key: (maps (N, S, S) float32, image scores (N,) float32)} for each
-    stream (``part_scores``) and, with more than one, "fused". Image scores are re-scored (RsCon, in
-    [0, 1]) where ``settings.rescores(key)``, else the map maximum.
+    stream (``part_scores``) and, with more than one, "fused". Image scores are the map maximum
+    (fused: ``maps.fuse``'s score), re-scored (RsCon, in [0, 1]) where ``settings.rescores(key)``.
     """
     mods = tuple(m for m in ("2d", "3d", "3n") if m in distances)
     if not {"2d", "3d"} & set(mods):
@@ -82,10 +82,11 @@ def score_distances(parts: Sequence[PartFeatures], distances: dict[str, list[np.
     if len(streams) > 1:
         scale = fusion_scale(settings.fusion, {m: [float(np.median(sc[m])) for sc in scores] for m in streams},
                              {m: out[m].reshape(len(parts), -1).max(axis=1) for m in streams})
-        out["fused"] = np.stack([fuse_maps(mp, scale) for mp in maps])
+        fused = [fuse(mp, scale, settings.fused_score) for mp in maps]
+        out["fused"] = np.stack([f for f, _ in fused])
         salient["fused"] = np.concatenate([salient[m] for m in streams], axis=1)
     result = {}
     for key, m in out.items():
-        raw = m.reshape(len(parts), -1).max(axis=1).astype(np.float32)
+        raw = np.array([v for _, v in fused] if key == "fused" else m.reshape(len(parts), -1).max(axis=1), np.float32)
         result[key] = (m.astype(np.float32), rescore(raw, salient[key], settings.k_list) if settings.rescores(key) else raw)
     return result
