@@ -79,14 +79,16 @@ def score_distances(parts: Sequence[PartFeatures], distances: dict[str, list[np.
     maps = [part_maps(p, sc, settings.map_sigma) for p, sc in zip(parts, scores)]
     out = {m: np.stack([mp[m] for mp in maps]) for m in streams}
     salient = {m: np.stack([salient_feature(p, m, sc[m]) for p, sc in zip(parts, scores)]) for m in streams}
+    peaks = {m: out[m].reshape(len(parts), -1).max(axis=1) for m in streams}
     if len(streams) > 1:
         scale = fusion_scale(settings.fusion, {m: [float(np.median(sc[m])) for sc in scores] for m in streams},
-                             {m: out[m].reshape(len(parts), -1).max(axis=1) for m in streams})
+                             peaks)
         fused = [fuse(mp, scale, settings.fused_score) for mp in maps]
         out["fused"] = np.stack([f for f, _ in fused])
+        peaks["fused"] = np.array([v for _, v in fused])
         salient["fused"] = np.concatenate([salient[m] for m in streams], axis=1)
     result = {}
     for key, m in out.items():
-        raw = np.array([v for _, v in fused] if key == "fused" else m.reshape(len(parts), -1).max(axis=1), np.float32)
+        raw = peaks[key].astype(np.float32)
         result[key] = (m.astype(np.float32), rescore(raw, salient[key], settings.k_list) if settings.rescores(key) else raw)
     return result
