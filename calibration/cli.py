@@ -232,7 +232,7 @@ def read_verdict_log(db: str | Path, line: str) -> tuple[list[str], np.ndarray]:
 
 
 def _policy_from_args(args: argparse.Namespace) -> th.ThresholdPolicy:
-    given = ("k", "false_reject_rate", "target_recall", "window", "value")
+    given = ("k", "margin", "false_reject_rate", "target_recall", "window", "value")
     return th.ThresholdPolicy(args.policy, {k: getattr(args, k) for k in given if getattr(args, k) is not None})
 
 
@@ -402,6 +402,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--line", required=True, help="product line (matches the line/class column or the log)")
     p.add_argument("--policy", required=True, choices=th.SOURCES)
     p.add_argument("--k", type=float, help=f"mad: threshold = median + k * 1.4826 * MAD (default {th.DEFAULTS['mad']['k']:g})")
+    p.add_argument("--margin", type=float, help="mad, 2D+3D lines: the threshold at least (1 + margin) * median "
+                   f"(window-scaled scores; default {th.DEFAULTS['mad']['margin']:g})")
     p.add_argument("--false-reject-rate", type=float, help=f"quantile: target false-reject rate (default {th.DEFAULTS['quantile']['false_reject_rate']:g})")
     p.add_argument("--target-recall", type=float, help=f"labelled-recall: recall to reach (default {th.DEFAULTS['labelled-recall']['target_recall']:g})")
     p.add_argument("--value", type=float, help="fixed: the threshold")

@@ -10,6 +10,8 @@ import pytest
 
 from calibration import cli
 from edge_runtime.inspection import policies as th
+from edge_runtime.inspection.settings import InspectionSettings
+from edge_runtime.inspection.threshold import LineThreshold
 from calibration.synthetic_scores import LINES, generated_line, write_scores_csv
 
 # --------------------------------------------------------------------------- policies
@@ -36,6 +38,45 @@ def test_mad_ignores_a_minority_of_defects():
     clean = rng.normal(1.0, 0.1, 950)
     dirty = np.concatenate([clean, rng.normal(5.0, 0.5, 50)])
     assert th.from_mad(dirty).value == pytest.approx(th.from_mad(clean).value, rel=0.05)
+
+
+def test_mad_margin_is_a_floor_relative_to_the_median():
+    tight = [0.98, 0.99, 1.0, 1.01, 1.02, 1.0, 0.99, 1.01]  # MAD 0.01: median + 4 sigma = 1.059
+    found = th.from_mad(tight, k=4.0, margin=0.3)
+    assert found.value == pytest.approx(1.3) and found.params["margin"] == 0.3
+    assert th.from_mad(tight, k=4.0).value == pytest.approx(1.0 + 4 * 1.4826 * 0.01)
+    wide = [0.6, 0.8, 1.0, 1.2, 1.4, 1.0, 0.9, 1.1]  # MAD 0.15: the spread rule is above the floor
+    assert th.from_mad(wide, k=4.0, margin=0.3).value == pytest.approx(th.from_mad(wide, k=4.0).value)
+
+
+def test_mad_margin_skipped_on_raw_scores():
+    """A partial part (one modality, raw distances) on a 2D+3D line: its threshold has no margin."""
+    line = LineThreshold({"policy": "mad", "k": 4.0, "margin": 0.3})
+    scores = np.array([0.50, 0.51, 0.49, 0.50, 0.52, 0.48, 0.50, 0.51])
+    assert line.decide(scores)[0] == pytest.approx(1.3 * 0.50)
+    assert line.decide(scores, unlabeled_only=True)[0] == pytest.approx(th.from_mad(scores, 4.0).value)
+    assert th.ThresholdPolicy("mad", {"margin": 0.3}).fit(scores, window_scale=False).params["margin"] == 0.0
+
+
+def test_window_scaled_line_takes_its_own_mad_defaults():
+    scores = np.array([0.95, 1.0, 1.05, 0.98, 1.02, 1.0, 0.97, 1.03])
+    scaled, raw = LineThreshold({"policy": "mad"}, window_scaled=True), LineThreshold({"policy": "mad"})
+    assert scaled.policy.params["k"] == th.WINDOW_SCALE_DEFAULTS["mad"]["k"] != raw.policy.params["k"]
+    floor = 1 + th.WINDOW_SCALE_DEFAULTS["mad"]["margin"]
+    assert scaled.decide(scores)[0] == pytest.approx(max(floor * 1.0, th.from_mad(scores, scaled.policy.params["k"]).value))
+    assert raw.decide(scores)[0] == pytest.approx(th.from_mad(scores).value)
+    # a partial part's raw scores: the table as given, DEFAULTS' k, no margin
+    assert scaled.decide(scores, unlabeled_only=True)[0] == pytest.approx(th.from_mad(scores).value)
+    # what a profile sets wins over the window-scale defaults
+    given = LineThreshold({"policy": "mad", "k": 6.0, "margin": 0.0}, window_scaled=True)
+    assert given.decide(scores)[0] == pytest.approx(th.from_mad(scores, 6.0).value)
+
+
+@pytest.mark.parametrize("line", [{"modalities": ("2d",)}, {"modalities": ("3d",)}, {"fusion": "sum"}])
+def test_margin_refused_where_scores_are_raw(line):
+    with pytest.raises(ValueError, match="margin applies to scores on the window scale"):
+        InspectionSettings(**line, threshold={"policy": "mad", "margin": 0.3})
+    InspectionSettings(**line, threshold={"policy": "mad", "margin": 0.0})  # 0 = off: allowed
 
 
 def test_quantile_meets_its_false_reject_rate_on_good_parts():
@@ -134,6 +175,9 @@ def test_policy_from_profile_table():
     ({"policy": "fixed"}, "needs a value"),
     ({"policy": "mad", "window": 3}, "window"),
     ({"policy": "mad", "k": -1.0}, "positive"),
+    ({"policy": "mad", "margin": -0.1}, "margin"),
+    ({"policy": "mad", "margin": True}, "margin"),
+    ({"policy": "mad", "margin": "0.3"}, "margin"),
     ({"k": 3.0}, "'policy'"),
 ])
 def test_policy_table_errors(table, message):
@@ -219,6 +263,10 @@ def test_cli_threshold_from_sqlite_verdict_log(tmp_path):
     assert cli.main(["threshold", "--line", "a", "--policy", "mad", "--k", "2.5", "--db", str(db),
                      "--last", "20", "--out", str(out)]) == 0
     assert tomllib.loads(out.read_text())["threshold"]["value"] == pytest.approx(th.from_mad(scores[-20:], 2.5).value)
+    assert cli.main(["threshold", "--line", "a", "--policy", "mad", "--k", "2.5", "--margin", "1.0", "--db", str(db),
+                     "--out", str(out)]) == 0
+    table = tomllib.loads(out.read_text())["threshold"]
+    assert table["margin"] == 1.0 and table["value"] == pytest.approx(2.0 * np.median(scores))
 
 
 def test_cli_compare_writes_table_json_and_plot(scores_csv, tmp_path, capsys):

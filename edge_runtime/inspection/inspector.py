@@ -127,7 +127,7 @@ class LineInspector:
         self.settings = settings
         self.name = name
         self.extractor = extractor or FeatureExtractor.from_settings(settings)
-        self.threshold = LineThreshold(settings.threshold)
+        self.threshold = LineThreshold(settings.threshold, settings.window_scaled())
         self.alerts = AlertMonitor(name, AlertSettings.from_table(settings.alerts))
         self.model_digest = self.extractor.model_digest
         self.profile_digest = settings.digest()

@@ -10,6 +10,9 @@ Policies and the assumption each one makes:
 - ``mad``: median + k * 1.4826 * MAD of the recent window's scores. Assumes most
   recent parts are good (the median and MAD ignore a minority of defects); for
   normally distributed good scores, k = 3 rejects about 0.13 % of good parts.
+  With ``margin`` m > 0 the threshold is at least (1 + m) * median: for scores on
+  the window scale (a 2D+3D line's, where a typical part scores about 1), whose
+  spread a median and MAD of 8-16 references estimate poorly.
 - ``quantile``: the (1 - false_reject_rate) quantile of the window's scores.
   Assumes all the window's parts are good, so that the threshold rejects that
   fraction of good parts; defects in the window raise it (fewer false rejects,
@@ -34,11 +37,17 @@ MIN_SCORES = 5
 # Parameters per policy with their defaults (None: required); the one place a default lives.
 DEFAULTS: dict[str, dict[str, float | int | None]] = {
     "fixed": {"value": None},
-    "mad": {"k": 6.0, "window": 0},
+    "mad": {"k": 6.0, "window": 0, "margin": 0.0},
     "quantile": {"false_reject_rate": 0.01, "window": 0},
     "labelled-f1": {},
     "labelled-recall": {"target_recall": 0.95},
 }
+# The defaults on scores on the window scale (a 2D+3D line's, fusion "window"), where they replace
+# DEFAULTS' for the parameters a profile leaves out: replayed on 64 generated lines at windows 16
+# and 39 they caught 65% of the defects against k = 6's 53-54%, with 0.6% of good parts ng against
+# 0.7-0.8% (docs/ABLATION.md, "The threshold of a 2D+3D line"). Raw distances (one modality) keep
+# DEFAULTS: there a 30% margin is about 10 of their spreads.
+WINDOW_SCALE_DEFAULTS: dict[str, dict[str, float]] = {"mad": {"k": 4.0, "margin": 0.3}}
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its standard deviation
 
 
@@ -94,6 +103,12 @@ def _positive(value, name: str) -> float:
     return float(value)
 
 
+def _margin(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 10:
+        raise ValueError(f"margin must be a number in [0, 10) (a share of the median score), got {value!r}")
+    return float(value)
+
+
 def _fraction(value, name: str, allow_one: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
             or not (0 < value < 1 or (allow_one and value == 1)):
@@ -106,16 +121,18 @@ def fixed(value: float) -> Threshold:
     return Threshold(value, "fixed", {"value": float(value)})
 
 
-def from_mad(scores, k: float = DEFAULTS["mad"]["k"]) -> Threshold:
-    """median + k * 1.4826 * MAD of ``scores`` (N,); assumes most of them are good parts.
+def from_mad(scores, k: float = DEFAULTS["mad"]["k"], margin: float = DEFAULTS["mad"]["margin"]) -> Threshold:
+    """max(median + k * 1.4826 * MAD, (1 + margin) * median) of ``scores`` (N,), >= 0;
+    assumes most of them are good parts.
 
-    With all scores equal (MAD 0) the threshold is their value.
+    With all scores equal (MAD 0) and no margin the threshold is their value.
     """
     s = _scores(scores)
-    k = _positive(k, "k")
+    k, margin = _positive(k, "k"), _margin(margin)
     median = float(np.median(s))
     mad = float(np.median(np.abs(s - median)))
-    return Threshold(median + k * MAD_TO_SIGMA * mad, "mad", {"k": k, "median": median, "mad": mad, "n": len(s)})
+    value = max(median + k * MAD_TO_SIGMA * mad, (1.0 + margin) * median)
+    return Threshold(value, "mad", {"k": k, "margin": margin, "median": median, "mad": mad, "n": len(s)})
 
 
 def from_quantile(scores, false_reject_rate: float = DEFAULTS["quantile"]["false_reject_rate"]) -> Threshold:
@@ -223,7 +240,7 @@ class ThresholdPolicy:
     """How a line sets its threshold: a policy name, its parameters, maybe a stored value.
 
     ``policy``: one of :data:`SOURCES`; ``params``: the policy's parameters
-    (``fixed``: value; ``mad``: k, window; ``quantile``: false_reject_rate,
+    (``fixed``: value; ``mad``: k, window, margin; ``quantile``: false_reject_rate,
     window; ``labelled-recall``: target_recall; ``window`` = 0 means all scores
     given); ``value``: a threshold fitted earlier (by ``musc-edge calibrate
     threshold``), which the labelled policies return when no labels are given.
@@ -257,6 +274,8 @@ class ThresholdPolicy:
                 _fraction(val, key, allow_one=True)
             elif key == "k":
                 _positive(val, key)
+            elif key == "margin":
+                _margin(val)
             elif key == "value":
                 Threshold(val, "fixed")  # validates a finite number
         if self.value is not None:
@@ -274,11 +293,13 @@ class ThresholdPolicy:
             params.setdefault("value", value)
         return cls(str(table["policy"]), params, value)
 
-    def fit(self, scores=None, labels=None) -> Threshold:
+    def fit(self, scores=None, labels=None, window_scale: bool = True) -> Threshold:
         """The threshold for these ``scores`` (N,) (and ``labels`` (N,) for the labelled policies).
 
-        ``mad``/``quantile`` use the last ``window`` scores. The labelled policies
-        without labels return the stored ``value``; without one they raise.
+        ``mad``/``quantile`` use the last ``window`` scores. ``window_scale`` False:
+        the scores are raw distances (one modality), where ``mad``'s margin does not
+        apply. The labelled policies without labels return the stored ``value``;
+        without one they raise.
         """
         name, p = self.policy, self.params
         if name == "fixed":
@@ -288,7 +309,8 @@ class ThresholdPolicy:
                 raise InsufficientScores(f"threshold policy {name!r} needs the line's recent scores")
             s = np.asarray(scores, dtype=np.float64)
             s = s[-p["window"]:] if p["window"] else s
-            found = from_mad(s, p["k"]) if name == "mad" else from_quantile(s, p["false_reject_rate"])
+            found = (from_mad(s, p["k"], p["margin"] if window_scale else 0.0) if name == "mad"
+                     else from_quantile(s, p["false_reject_rate"]))
             return Threshold(found.value, found.source, {**found.params, "window": p["window"]})
         if labels is None:
             if self.value is None:

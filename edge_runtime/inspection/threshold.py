@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from edge_runtime.inspection.policies import ThresholdPolicy
+from edge_runtime.inspection.policies import WINDOW_SCALE_DEFAULTS, ThresholdPolicy
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,17 @@ def check_threshold_table(table: dict) -> ThresholdPolicy:
 
 
 class LineThreshold:
-    """table : the profile's [threshold] table, e.g. {"policy": "mad", "k": 6}."""
+    """table : the profile's [threshold] table, e.g. {"policy": "mad", "k": 6}.
 
-    def __init__(self, table: dict):
-        self.policy = check_threshold_table(table)
+    window_scaled : the line's full parts score on the window scale (InspectionSettings.window_scaled);
+    their policy then takes WINDOW_SCALE_DEFAULTS for the parameters the table leaves out, while a
+    partial part (one modality, raw distances) is judged with the table as given, without a margin.
+    """
+
+    def __init__(self, table: dict, window_scaled: bool = False):
+        self.raw_policy = check_threshold_table(table)
+        scaled = {**WINDOW_SCALE_DEFAULTS.get(table.get("policy"), {}), **table} if window_scaled else table
+        self.policy = check_threshold_table(scaled)
         self._override: tuple[float, str] | None = None
         self._last: tuple[float | None, str] = (None, self.policy.policy)
 
@@ -74,7 +81,8 @@ class LineThreshold:
         """The threshold for a decision among ``scores`` (the window's re-scored values, (N,)).
 
         unlabeled_only : the scores are on another scale than stored values
-        (a partial part scored on one modality); only a policy fitted on them applies.
+        (a partial part scored on one modality: raw distances, so no ``mad`` margin);
+        only a policy fitted on them applies.
         Raises ValueError when no threshold applies (too few scores, or a stored
         value on another scale).
         """
@@ -82,7 +90,8 @@ class LineThreshold:
             raise ValueError("a stored threshold applies to the line's full-modality scores, not to this partial part")
         if self._override:
             return self._override
-        t = self.policy.fit(np.asarray(scores, dtype=np.float64))
+        policy = self.raw_policy if unlabeled_only else self.policy
+        t = policy.fit(np.asarray(scores, dtype=np.float64), window_scale=not unlabeled_only)
         self._last = (float(t.value), t.source)
         return self._last
 
