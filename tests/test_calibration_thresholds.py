@@ -72,7 +72,8 @@ def test_window_scaled_line_takes_its_own_mad_defaults():
     assert given.decide(scores)[0] == pytest.approx(th.from_mad(scores, 6.0).value)
 
 
-@pytest.mark.parametrize("line", [{"modalities": ("2d",)}, {"modalities": ("3d",)}, {"fusion": "sum"}])
+@pytest.mark.parametrize("line", [{"modalities": ("2d",)}, {"modalities": ("3d",)}, {"fusion": "sum"},
+                                  {"fused_score": "map"}])
 def test_margin_refused_where_scores_are_raw(line):
     with pytest.raises(ValueError, match="margin applies to scores on the window scale"):
         InspectionSettings(**line, threshold={"policy": "mad", "margin": 0.3})

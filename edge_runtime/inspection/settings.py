@@ -177,9 +177,10 @@ class InspectionSettings:
             raise ValueError(f"plane_distance must be > 0 metres, got {self.plane_distance}")
         policy = check_threshold_table(self.threshold)
         if policy.params.get("margin") and not self.window_scaled():
-            raise ValueError("[threshold] margin applies to scores on the window scale (a 2D+3D line with "
-                             f"fusion = 'window'); this line scores {'+'.join(self.modalities)} with fusion "
-                             f"{self.fusion!r}, raw distances: leave margin out")
+            raise ValueError("[threshold] margin applies to scores on the window scale, where a typical part "
+                             "scores about 1 (a 2D+3D line with fusion = 'window' and fused_score = 'modality'); "
+                             f"this line scores {'+'.join(self.modalities)} with fusion {self.fusion!r} and "
+                             f"fused_score {self.fused_score!r}: leave margin out")
         if isinstance(self.quarantine, bool) or not isinstance(self.quarantine, int) or self.quarantine < 0:
             raise ValueError(f"[guard] quarantine must be an integer >= 0, got {self.quarantine!r}")
         AlertSettings.from_table(self.alerts)  # names a bad key or value
@@ -224,9 +225,10 @@ class InspectionSettings:
         return GROUPS_3D_ALONE if self.modalities == ("3d",) and self.encoder_3d in ("fpfh", BOTH_3D) else GROUPS
 
     def window_scaled(self) -> bool:
-        """Whether a full part's score is on the window scale (a typical part about 1): 2D+3D with
-        fusion "window". Otherwise it is a raw distance (one modality, or the plain sum)."""
-        return self.modalities == ("2d", "3d") and self.fusion == "window"
+        """Whether a full part's score is on the window scale, a typical part about 1: 2D+3D, fusion
+        "window", the larger modality peak. Otherwise it is a raw distance (one modality, the plain
+        sum) or a sum of two window-scaled peaks (fused_score "map")."""
+        return self.modalities == ("2d", "3d") and self.fusion == "window" and self.fused_score == "modality"
 
     def normals_stream(self) -> bool:
         """Whether the window scores a second 3D stream, "3n": the normals picture's features on the
