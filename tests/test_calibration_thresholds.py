@@ -55,7 +55,7 @@ def test_mad_margin_skipped_on_raw_scores():
     scores = np.array([0.50, 0.51, 0.49, 0.50, 0.52, 0.48, 0.50, 0.51])
     assert line.decide(scores)[0] == pytest.approx(1.3 * 0.50)
     assert line.decide(scores, unlabeled_only=True)[0] == pytest.approx(th.from_mad(scores, 4.0).value)
-    assert th.ThresholdPolicy("mad", {"margin": 0.3}).fit(scores, window_scale=False).params["margin"] == 0.0
+    assert line.raw_policy.fit(scores).params["margin"] == 0.0
 
 
 def test_window_scaled_line_takes_its_own_mad_defaults():

@@ -293,13 +293,11 @@ class ThresholdPolicy:
             params.setdefault("value", value)
         return cls(str(table["policy"]), params, value)
 
-    def fit(self, scores=None, labels=None, window_scale: bool = True) -> Threshold:
+    def fit(self, scores=None, labels=None) -> Threshold:
         """The threshold for these ``scores`` (N,) (and ``labels`` (N,) for the labelled policies).
 
-        ``mad``/``quantile`` use the last ``window`` scores. ``window_scale`` False:
-        the scores are raw distances (one modality), where ``mad``'s margin does not
-        apply. The labelled policies without labels return the stored ``value``;
-        without one they raise.
+        ``mad``/``quantile`` use the last ``window`` scores. The labelled policies
+        without labels return the stored ``value``; without one they raise.
         """
         name, p = self.policy, self.params
         if name == "fixed":
@@ -309,8 +307,7 @@ class ThresholdPolicy:
                 raise InsufficientScores(f"threshold policy {name!r} needs the line's recent scores")
             s = np.asarray(scores, dtype=np.float64)
             s = s[-p["window"]:] if p["window"] else s
-            found = (from_mad(s, p["k"], p["margin"] if window_scale else 0.0) if name == "mad"
-                     else from_quantile(s, p["false_reject_rate"]))
+            found = from_mad(s, p["k"], p["margin"]) if name == "mad" else from_quantile(s, p["false_reject_rate"])
             return Threshold(found.value, found.source, {**found.params, "window": p["window"]})
         if labels is None:
             if self.value is None:

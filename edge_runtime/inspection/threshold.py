@@ -59,7 +59,7 @@ class LineThreshold:
     """
 
     def __init__(self, table: dict, window_scaled: bool = False):
-        self.raw_policy = check_threshold_table(table)
+        self.raw_policy = check_threshold_table({k: v for k, v in table.items() if k != "margin"})
         scaled = {**WINDOW_SCALE_DEFAULTS.get(table.get("policy"), {}), **table} if window_scaled else table
         self.policy = check_threshold_table(scaled)
         self._override: tuple[float, str] | None = None
@@ -91,7 +91,7 @@ class LineThreshold:
         if self._override:
             return self._override
         policy = self.raw_policy if unlabeled_only else self.policy
-        t = policy.fit(np.asarray(scores, dtype=np.float64), window_scale=not unlabeled_only)
+        t = policy.fit(np.asarray(scores, dtype=np.float64))
         self._last = (float(t.value), t.source)
         return self._last
 
